@@ -1,0 +1,38 @@
+"""smtpd-trio: an SMTP server framework for Trio.
+
+Write a handler with a few async methods, then ``trio.run(serve_smtp, handler)``; or serve one
+session on any Trio stream with :func:`run_session`; or test a handler with no sockets at all
+using :mod:`smtpd_trio.testing`. See docs/ for the guides.
+"""
+
+from ._smtp.body import BareLineEndings
+from ._smtp.replies import Reply
+from .config import Config
+from .errors import ConfigError, SMTPDTrioError
+from .handler import Endpoint, Envelope, Handler, Reject, Session, TLSInfo
+from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
+from .session import run_session
+from .trace import received_header
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BareLineEndings",
+    "Config",
+    "ConfigError",
+    "Endpoint",
+    "Envelope",
+    "Handler",
+    "Reject",
+    "Reply",
+    "SMTPDTrioError",
+    "SMTPServer",
+    "Session",
+    "TLSInfo",
+    "__version__",
+    "listener_port",
+    "open_smtp_listeners",
+    "received_header",
+    "run_session",
+    "serve_smtp",
+]

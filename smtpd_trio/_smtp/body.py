@@ -1,0 +1,188 @@
+"""The DATA body reader: finds the one true end of a message, un-stuffs dots, enforces limits.
+
+Theory of operation
+-------------------
+Only ``<CRLF>.<CRLF>`` ends a message (RFC 5321 §4.1.1.4). The reader works on *complete
+lines*: each call to :meth:`BodyReader.feed` looks at the buffered bytes up to the last CRLF, so
+the buffer it keeps always starts at the beginning of a line. That one invariant makes the end
+test simple and split-proof: the message ends where the region starts with ``.\\r\\n`` or where
+``\\r\\n.\\r\\n`` occurs in it, and nowhere else. A bare LF or bare CR is never a line end, so
+``\\n.\\n``, ``\\r.\\r``, ``\\r\\n.\\r\\r\\n`` and every other smuggling variant are just bytes
+of the message.
+
+Bare CR or LF inside the text is handled by policy (:class:`BareLineEndings`): by default the
+message is read to its real end and refused with 550; with ``KEEP`` they are kept as data.
+The text-line limit (1000 octets with CRLF, RFC 5321 §4.5.3.1.6) and the message size limit
+(RFC 1870) are enforced while reading: once either is exceeded the reader stops storing text,
+keeps reading to the real end, and the message is refused (nothing is delivered).
+
+Everything is found with ``bytes.find``/``count`` and one regular expression per chunk, so the
+cost per byte is C code; Python work is per chunk, not per line.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Final, final
+
+import attrs
+
+
+class BareLineEndings(enum.Enum):
+    """What to do with a CR or LF inside the message text that is not part of a CRLF pair."""
+
+    #: Read the message to its real end, then refuse it with 550 (the default).
+    REJECT = "reject"
+    #: Keep them as data. The message still only ends at ``<CRLF>.<CRLF>``.
+    KEEP = "keep"
+
+
+class BodyProblem(enum.Enum):
+    """Why a message read to its end is refused."""
+
+    #: The size limit was exceeded.
+    TOO_BIG = "too-big"
+    #: A text line was longer than the line limit.
+    LINE_TOO_LONG = "line-too-long"
+    #: A bare CR or LF was seen under the REJECT policy.
+    BARE_LINE_ENDING = "bare-line-ending"
+
+
+@final
+@attrs.frozen
+class BodyResult:
+    """A message read to its end."""
+
+    #: The un-stuffed message text (empty when a problem refused it).
+    content: bytes
+    #: The first problem found, or None for a good message.
+    problem: BodyProblem | None
+    #: How many octets the un-stuffed message had (counted even past the size limit).
+    size: int
+
+
+_END: Final = b"\r\n.\r\n"
+
+
+@final
+class BodyReader:
+    """Incremental reader for one DATA body.
+
+    Feed it bytes with :meth:`feed` until it returns a :class:`BodyResult`; ``trailing`` then
+    holds the bytes that followed the terminating ``.<CRLF>`` (pipelined commands).
+    """
+
+    __slots__ = (
+        "_at_line_start",
+        "_buf",
+        "_long_line",
+        "_max_line",
+        "_max_size",
+        "_parts",
+        "_policy",
+        "_problem",
+        "_size",
+        "trailing",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None,
+        max_line_length: int | None = 1000,
+        bare_line_endings: BareLineEndings = BareLineEndings.REJECT,
+    ) -> None:
+        self._max_size = max_size
+        self._max_line = max_line_length
+        # A line is too long if it holds more than max_line - 2 octets before its CRLF.
+        self._long_line = (
+            re.compile(b"[^\n]{%d}" % (max_line_length - 1)) if max_line_length else None
+        )
+        self._policy = bare_line_endings
+        self._buf = b""
+        # False only after an over-long partial line was trimmed (see _bound_partial).
+        self._at_line_start = True
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._problem: BodyProblem | None = None
+        self.trailing = b""
+
+    def feed(self, data: bytes) -> BodyResult | None:
+        """Add bytes; return the result once the end of the message has been read."""
+        buf = self._buf + data if self._buf else data
+        last = buf.rfind(b"\r\n")
+        if last < 0:
+            self._buf = self._bound_partial(buf)
+            return None
+        region_end = last + 2
+        if self._at_line_start and buf.startswith(b".\r\n"):
+            end = 0
+        else:
+            found = buf.find(_END, 0, region_end)
+            end = -1 if found < 0 else found + 2
+        if end < 0:
+            self._take(buf[:region_end])
+            self._at_line_start = True
+            self._buf = self._bound_partial(buf[region_end:])
+            return None
+        self._take(buf[:end])
+        self.trailing = buf[end + 3 :]
+        self._buf = b""
+        content = b"".join(self._parts) if self._problem is None else b""
+        self._parts = []
+        return BodyResult(content=content, problem=self._problem, size=self._size)
+
+    def _take(self, lines: bytes) -> None:
+        """Account for complete lines (ending in CRLF) of the message text."""
+        if not lines:
+            return
+        if self._policy is BareLineEndings.REJECT and self._problem is None:
+            crlf = lines.count(b"\r\n")
+            if lines.count(b"\n") != crlf or lines.count(b"\r") != crlf:
+                self._problem = BodyProblem.BARE_LINE_ENDING
+        if (
+            self._long_line is not None
+            and self._problem is None
+            and len(lines) > self._max_line - 2  # type: ignore[operator]
+            and self._long_line.search(lines.replace(b"\r\n", b"\n"))
+        ):
+            self._problem = BodyProblem.LINE_TOO_LONG
+        # Un-stuff: drop the first dot of every line that starts with one.
+        if lines[0] == 0x2E and self._at_line_start:
+            lines = lines[1:]
+        if b"\r\n." in lines:
+            lines = lines.replace(b"\r\n.", b"\r\n")
+        self._size += len(lines)
+        if self._max_size is not None and self._size > self._max_size and self._problem is None:
+            self._problem = BodyProblem.TOO_BIG
+        if self._problem is None:
+            self._parts.append(lines)
+        else:
+            self._parts = []
+
+    def _bound_partial(self, partial: bytes) -> bytes:
+        """Keep memory bounded while a line has no CRLF yet.
+
+        A partial line longer than the line limit (or the whole size limit) already dooms the
+        message; only its last byte matters afterwards (it may be the CR of a split CRLF) and
+        the count of bytes dropped.
+        """
+        limit = self._max_line
+        if self._max_size is not None:
+            limit = min(limit or self._max_size + 1, self._max_size + 1)
+        if limit is None or len(partial) <= limit:
+            return partial
+        if self._problem is None:
+            if self._policy is BareLineEndings.REJECT and (
+                b"\r" in partial[:-1] or b"\n" in partial
+            ):
+                self._problem = BodyProblem.BARE_LINE_ENDING
+            elif self._max_line is not None and len(partial) > self._max_line - 2:
+                self._problem = BodyProblem.LINE_TOO_LONG
+            else:
+                self._problem = BodyProblem.TOO_BIG
+        self._parts = []
+        self._size += len(partial) - 1
+        self._at_line_start = False
+        return partial[-1:]

@@ -1,0 +1,167 @@
+"""Command-line parsing: the verb, and the arguments of MAIL and RCPT (RFC 5321 §4.1, RFC 6531).
+
+Everything here is a pure function of one command line (its CRLF already removed) and raises
+:class:`CommandSyntaxError` carrying the reply to send when the line is malformed.
+
+Address syntax follows RFC 5321 §4.1.2 strictly (a path must be in angle brackets; source routes
+are accepted and dropped, as §4.1.1.3 asks), with one leniency that every widely used server
+shares: spaces between ``FROM:``/``TO:`` and the path are allowed. With SMTPUTF8 (RFC 6531) the
+local part and domain may also hold non-ASCII UTF-8.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+
+from . import replies
+from .replies import Reply
+
+MAX_LOCAL_PART: Final = 64
+MAX_DOMAIN: Final = 255
+MAX_PATH: Final = 256
+
+
+class CommandSyntaxError(Exception):
+    """A command line is malformed; ``reply`` says how to answer."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+_ATEXT: Final = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
+_NON_ASCII: Final = r"\u0080-\U0010ffff"
+_LDH_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_U_LABEL: Final = rf"[A-Za-z0-9{_NON_ASCII}](?:[A-Za-z0-9{_NON_ASCII}-]*[A-Za-z0-9{_NON_ASCII}])?"
+
+
+def _mailbox_re(utf8: bool) -> re.Pattern[str]:
+    atext = _ATEXT + (_NON_ASCII if utf8 else "")
+    label = _U_LABEL if utf8 else _LDH_LABEL
+    qtext = r"\x20\x21\x23-\x5b\x5d-\x7e" + (_NON_ASCII if utf8 else "")
+    dot_string = rf"[{atext}]+(?:\.[{atext}]+)*"
+    quoted = rf'"(?:[{qtext}]|\\[\x20-\x7e])*"'
+    domain = rf"{label}(?:\.{label})*"
+    literal = r"\[[^\[\]\\\s]+\]"
+    return re.compile(rf"(?P<local>{dot_string}|{quoted})@(?P<domain>{domain}|{literal})\Z")
+
+
+_MAILBOX_ASCII: Final = _mailbox_re(False)
+_MAILBOX_UTF8: Final = _mailbox_re(True)
+_SOURCE_ROUTE: Final = re.compile(r"@[^,:]+(?:,@[^,:]+)*:")
+_KEYWORD: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+_VALUE_ASCII: Final = re.compile(r"[\x21-\x3c\x3e-\x7e]+\Z")
+_VALUE_UTF8: Final = re.compile(rf"[\x21-\x3c\x3e-\x7e{_NON_ASCII}]+\Z")
+_GENERAL_LITERAL: Final = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
+_HELO_NAME: Final = re.compile(rf"[\x21-\x7e{_NON_ASCII}]+\Z")
+
+
+def split_verb(line: str) -> tuple[str, str | None]:
+    """Split a command line into its upper-cased verb and its argument (None if absent).
+
+    The verb and its argument are separated by one space; more are tolerated, as are trailing
+    spaces, which several clients send.
+    """
+    verb, sep, rest = line.partition(" ")
+    arg = rest.strip(" ") if sep else None
+    return verb.upper(), (arg or None)
+
+
+def is_ascii(text: str) -> bool:
+    return text.isascii()
+
+
+def check_address_literal(literal: str) -> bool:
+    """True if ``[...]`` holds a valid IPv4, IPv6 or general address literal (RFC 5321 §4.1.3)."""
+    inner = literal[1:-1]
+    if inner[:5].upper() == "IPV6:":
+        try:
+            ipaddress.IPv6Address(inner[5:])
+        except ValueError:
+            return False
+        return True
+    if _GENERAL_LITERAL.match(inner) and not inner[0].isdigit():
+        return True
+    try:
+        ipaddress.IPv4Address(inner)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_mailbox(text: str, *, utf8: bool) -> str | None:
+    """Return the mailbox if ``text`` is a valid RFC 5321 Mailbox, else None."""
+    m = (_MAILBOX_UTF8 if utf8 else _MAILBOX_ASCII).match(text)
+    if m is None:
+        return None
+    local, domain = m.group("local"), m.group("domain")
+    if len(local.encode()) > MAX_LOCAL_PART or len(domain.encode()) > MAX_DOMAIN:
+        return None
+    if domain.startswith("[") and not check_address_literal(domain):
+        return None
+    return text
+
+
+def parse_path_and_params(
+    arg: str | None, *, prefix: str, null_ok: bool, postmaster_ok: bool, bad_address: Reply
+) -> tuple[str, dict[str, str | None]]:
+    """Parse ``FROM:<path> params`` or ``TO:<path> params``.
+
+    Returns the address without its angle brackets (``""`` for the null path ``<>``) and the
+    ESMTP parameters with upper-cased keywords (value None for a bare keyword).
+    """
+    if arg is None or arg[: len(prefix)].upper() != prefix:
+        raise CommandSyntaxError(replies.syntax_error(f"expected {prefix}<address>"))
+    rest = arg[len(prefix) :].lstrip(" ")
+    if not rest.startswith("<"):
+        raise CommandSyntaxError(bad_address)
+    end = rest.find(">")
+    if end < 0:
+        raise CommandSyntaxError(bad_address)
+    path = rest[1:end]
+    tail = rest[end + 1 :]
+    if tail and not tail.startswith(" "):
+        raise CommandSyntaxError(bad_address)
+    if len(path.encode()) + 2 > MAX_PATH:
+        raise CommandSyntaxError(bad_address)
+    params = parse_params(tail, utf8=not path.isascii() or not tail.isascii())
+    if path == "":
+        if not null_ok:
+            raise CommandSyntaxError(bad_address)
+        return "", params
+    route = _SOURCE_ROUTE.match(path)
+    if route:
+        path = path[route.end() :]
+    if postmaster_ok and path.upper() == "POSTMASTER":
+        return path, params
+    if parse_mailbox(path, utf8=not path.isascii()) is None:
+        raise CommandSyntaxError(bad_address)
+    return path, params
+
+
+def parse_params(text: str, *, utf8: bool) -> dict[str, str | None]:
+    """Parse space-separated ``KEYWORD[=value]`` ESMTP parameters (RFC 5321 §4.1.2)."""
+    params: dict[str, str | None] = {}
+    value_re = _VALUE_UTF8 if utf8 else _VALUE_ASCII
+    for item in text.split():
+        keyword, eq, value = item.partition("=")
+        if not _KEYWORD.match(keyword) or (eq and not value_re.match(value)):
+            raise CommandSyntaxError(replies.syntax_error(f"malformed parameter {item[:40]!r}"))
+        key = keyword.upper()
+        if key in params:
+            raise CommandSyntaxError(replies.syntax_error(f"duplicate parameter {key[:40]}"))
+        params[key] = value if eq else None
+    return params
+
+
+def parse_helo_name(arg: str | None) -> str:
+    """The HELO/EHLO argument: one non-empty token of printable characters."""
+    if arg is None:
+        raise CommandSyntaxError(
+            replies.syntax_error("HELO/EHLO requires a domain name or address")
+        )
+    if not _HELO_NAME.match(arg):
+        raise CommandSyntaxError(replies.syntax_error("bad HELO/EHLO domain name"))
+    return arg

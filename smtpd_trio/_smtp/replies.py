@@ -1,0 +1,131 @@
+"""SMTP replies: one value type and every standard reply the server sends, in one place.
+
+Replies never carry internal details (exception text, paths) to the peer. Enhanced status codes
+follow RFC 3463 and are sent when ENHANCEDSTATUSCODES (RFC 2034) is in effect, which it always is
+here: the codes go on every reply except the greeting and EHLO/HELO/HELP answers (RFC 2034 §3).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, final
+
+import attrs
+
+_ENHANCED_RE: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
+
+
+def _check_code(instance: object, attribute: object, value: int) -> None:
+    if not 200 <= value <= 599:
+        raise ValueError(f"SMTP reply code must be within 200-599, not {value}")
+
+
+def _check_enhanced(instance: Reply, attribute: object, value: str | None) -> None:
+    if value is None:
+        return
+    if not _ENHANCED_RE.match(value):
+        raise ValueError(f"enhanced status code must look like '5.1.1', not {value!r}")
+    if value[0] != str(instance.code)[0]:
+        raise ValueError(
+            f"enhanced status {value!r} does not match the class of code {instance.code}"
+        )
+
+
+def _check_text(instance: object, attribute: object, value: str) -> None:
+    if "\r" in value or "\n" in value:
+        raise ValueError("reply text must not contain CR or LF; pass several lines as a tuple")
+
+
+@final
+@attrs.frozen
+class Reply:
+    """One SMTP reply: a code, an optional enhanced status code and text.
+
+    ``text`` may hold several lines separated by ``\\n`` only through :meth:`multiline`; each
+    line is checked to carry no CR or LF, so a handler cannot inject extra replies.
+    """
+
+    #: The three-digit reply code.
+    code: int = attrs.field(validator=_check_code)
+    #: The RFC 3463 enhanced status code such as ``"2.1.0"``, or None.
+    enhanced: str | None = attrs.field(default=None, validator=_check_enhanced)
+    #: The first line of text.
+    text: str = attrs.field(default="", validator=_check_text)
+    #: Further lines, for multi-line replies such as EHLO's.
+    more: tuple[str, ...] = attrs.field(default=())
+
+    def __attrs_post_init__(self) -> None:
+        for line in self.more:
+            _check_text(self, None, line)
+
+    @property
+    def is_positive(self) -> bool:
+        """True for 2xx and 3xx replies."""
+        return self.code < 400
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return (self.text, *self.more)
+
+    def to_bytes(self) -> bytes:
+        """The reply on the wire, CRLF-terminated, one line per text line."""
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        lines = self.lines
+        last = len(lines) - 1
+        out = [
+            f"{self.code}{' ' if i == last else '-'}{prefix}{line}\r\n"
+            for i, line in enumerate(lines)
+        ]
+        return "".join(out).encode("utf-8")
+
+    def __str__(self) -> str:
+        return self.to_bytes().decode("utf-8").rstrip("\r\n").replace("\r\n", " | ")
+
+
+# The standard replies. Names read as what happened.
+OK: Final = Reply(250, "2.0.0", "OK")
+SENDER_OK: Final = Reply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK: Final = Reply(250, "2.1.5", "Recipient OK")
+MESSAGE_ACCEPTED: Final = Reply(250, "2.0.0", "Message accepted")
+RESET_OK: Final = Reply(250, "2.0.0", "Reset OK")
+NOOP_OK: Final = Reply(250, "2.0.0", "OK")
+START_DATA: Final = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+VRFY_CANNOT: Final = Reply(
+    252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
+)
+
+SERVICE_CLOSING_TIMEOUT: Final = Reply(421, "4.4.2", "Timeout, closing connection")
+SERVICE_SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down, closing connection")
+TOO_MANY_CONNECTIONS: Final = Reply(421, "4.3.2", "Too many connections, try again later")
+TOO_MANY_ERRORS: Final = Reply(421, "4.7.0", "Too many errors, closing connection")
+HANDLER_FAILED: Final = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
+TOO_MANY_RECIPIENTS: Final = Reply(452, "4.5.3", "Too many recipients")
+
+UNKNOWN_COMMAND: Final = Reply(500, "5.5.2", "Syntax error, command unrecognized")
+LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Line too long")
+BARE_LINE_ENDING_IN_COMMAND: Final = Reply(
+    500, "5.5.2", "Syntax error: bare CR or LF in command (lines end with CRLF)"
+)
+BAD_UTF8: Final = Reply(500, "5.5.2", "Syntax error: command is not valid UTF-8")
+NOT_IMPLEMENTED: Final = Reply(502, "5.5.1", "Command not implemented")
+BAD_SEQUENCE: Final = Reply(503, "5.5.1", "Bad sequence of commands")
+NEED_HELO: Final = Reply(503, "5.5.1", "Send HELO or EHLO first")
+NESTED_MAIL: Final = Reply(503, "5.5.1", "Sender already specified")
+NEED_MAIL: Final = Reply(503, "5.5.1", "Need MAIL command first")
+NEED_RCPT: Final = Reply(503, "5.5.1", "Need RCPT command first")
+NO_VALID_RECIPIENTS: Final = Reply(554, "5.5.1", "No valid recipients")
+MESSAGE_TOO_BIG: Final = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+TEXT_LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Line too long in message text")
+BARE_LINE_ENDING_IN_DATA: Final = Reply(
+    550, "5.6.0", "Message refused: bare CR or LF in message text (lines must end with CRLF)"
+)
+PARAM_NOT_RECOGNIZED: Final = Reply(
+    555, "5.5.4", "MAIL FROM/RCPT TO parameters not recognized or not implemented"
+)
+NON_ASCII_ADDRESS: Final = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+QUIT_OK: Final = Reply(221, "2.0.0", "Bye")
+
+
+def syntax_error(text: str) -> Reply:
+    """501 with our text: the command was recognised but its arguments were not."""
+    return Reply(501, "5.5.4", f"Syntax error: {text}")

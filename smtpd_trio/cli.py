@@ -1,0 +1,180 @@
+"""``smtpd-trio`` / ``python -m smtpd_trio``: run a server from the command line.
+
+Options map one to one onto :class:`~smtpd_trio.Config` fields. Bad values get one line on
+stderr and exit status 2; SIGTERM or SIGINT starts a graceful shutdown, a second one stops at
+once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Final, NoReturn
+
+import trio
+
+from . import __version__
+from .config import Config
+from .errors import ConfigError
+from .handlers import from_spec
+from .server import SMTPServer, endpoint_of, open_smtp_listeners
+
+log: Final = logging.getLogger("smtpd_trio.cli")
+
+_CONNECTION_ID: Final = re.compile(r"\[([0-9a-f]+)\] ")
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the connection id if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        m = _CONNECTION_ID.match(message)
+        if m:
+            entry["connection_id"] = m.group(1)
+            message = message[m.end() :]
+        entry["message"] = message
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be within 0-65535: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="smtpd-trio",
+        description="Run an SMTP server with one of the built-in handlers.",
+    )
+    p.add_argument(
+        "--host",
+        action="append",
+        help="address or name to listen on; repeat for several (default: 127.0.0.1)",
+    )
+    p.add_argument("--port", type=_port, default=8025, help="TCP port (default: 8025)")
+    p.add_argument("--hostname", help="name announced in the banner, EHLO and Received")
+    p.add_argument(
+        "--handler",
+        default="debugging",
+        metavar="debugging|sink|maildir:DIR",
+        help="what to do with each message (default: debugging, which prints it)",
+    )
+    p.add_argument(
+        "--max-message-size", type=_positive_int, metavar="BYTES", help="default 10240000"
+    )
+    p.add_argument("--max-recipients", type=_positive_int, metavar="N", help="default 1000")
+    p.add_argument("--max-connections", type=_positive_int, metavar="N", help="default 1000")
+    p.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS", help="command timeout (default 300)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    fields: dict[str, object] = {}
+    if args.hostname is not None:
+        fields["hostname"] = args.hostname
+    if args.max_message_size is not None:
+        fields["max_message_size"] = args.max_message_size
+    if args.max_recipients is not None:
+        fields["max_recipients"] = args.max_recipients
+    if args.max_connections is not None:
+        fields["max_connections"] = args.max_connections
+    if args.timeout is not None:
+        fields["command_timeout"] = args.timeout
+    return Config(**fields)  # type: ignore[arg-type]
+
+
+def _setup_logging(verbose: int, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("smtpd_trio")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    root.propagate = False
+
+
+async def _run(server: SMTPServer, hosts: Sequence[str], port: int) -> None:
+    listeners = await open_smtp_listeners(port, host=hosts)
+    for listener in listeners:
+        log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    if server.shutting_down:
+                        log.warning("second %s: stopping now", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("%s received: graceful shutdown", signal.Signals(signum).name)
+                    server.shutdown()
+
+            nursery.start_soon(watch_signals)
+            await server.serve(listeners)
+            # serve() returns once a graceful shutdown is complete: stop watching signals.
+            nursery.cancel_scope.cancel()
+        log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args)
+        handler = from_spec(args.handler)
+    except (ConfigError, OSError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    _setup_logging(args.verbose, args.log_format)
+    server = SMTPServer(handler, config=config)
+    try:
+        trio.run(_run, server, args.host or ["127.0.0.1"], args.port)
+    except OSError as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130)
+    sys.exit(0)

@@ -1,0 +1,109 @@
+"""Server configuration: one validated attrs class with safe defaults. No global state."""
+
+from __future__ import annotations
+
+import math
+import socket
+from typing import Any, final
+
+import attrs
+
+from ._smtp.body import BareLineEndings
+from ._smtp.machine import DEFAULT_MAX_COMMAND_LINE
+from .errors import ConfigError
+
+__all__ = ["BareLineEndings", "Config"]
+
+
+def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{attribute.name} must be a positive integer or None, not {value!r}")
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{attribute.name} must be a positive integer, not {value!r}")
+
+
+def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or math.isnan(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{attribute.name} must be a positive number of seconds, not {value!r}")
+
+
+def _hostname(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ConfigError(
+            f"{attribute.name} must be a non-empty name without spaces, not {value!r}"
+        )
+
+
+def _one_line(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or "\r" in value or "\n" in value:
+        raise ConfigError(f"{attribute.name} must be one line of text, not {value!r}")
+
+
+def _command_line(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _positive_int(instance, attribute, value)
+    assert isinstance(value, int)
+    if value < 512:
+        raise ConfigError(f"max_command_line must be at least 512 (RFC 5321), not {value}")
+
+
+def _recipients(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _positive_int(instance, attribute, value)
+
+
+def _bare_line_endings(value: BareLineEndings | str) -> BareLineEndings:
+    try:
+        return BareLineEndings(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in BareLineEndings)
+        raise ConfigError(f"bare_line_endings must be one of {choices}, not {value!r}") from None
+
+
+def _default_hostname() -> str:
+    return socket.gethostname() or "localhost"
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Config:
+    """Everything a server or a session can be told. Each field is checked when you build it.
+
+    Times are seconds. ``None`` for a ``max_*`` field means "no limit" (think twice).
+    """
+
+    #: The name announced in the banner, the EHLO reply and Received headers.
+    hostname: str = attrs.field(factory=_default_hostname, validator=_hostname)
+    #: Text after the host name in the 220 banner.
+    banner: str = attrs.field(default="ESMTP smtpd-trio ready", validator=_one_line)
+    #: Largest message accepted, in octets (advertised with SIZE, enforced while reading).
+    max_message_size: int | None = attrs.field(default=10_240_000, validator=_positive_int_or_none)
+    #: Recipients per transaction (RFC 5321 asks for at least 100); more get 452.
+    max_recipients: int = attrs.field(default=1000, validator=_recipients)
+    #: Longest command line in octets with CRLF: 512 plus the extensions' allowances.
+    max_command_line: int = attrs.field(default=DEFAULT_MAX_COMMAND_LINE, validator=_command_line)
+    #: Longest line of message text with CRLF (RFC 5321: 1000); None disables the check.
+    max_line_length: int | None = attrs.field(default=1000, validator=_positive_int_or_none)
+    #: Protocol errors tolerated in one session; the last one is answered 421 and closes.
+    max_errors: int = attrs.field(default=20, validator=_positive_int)
+    #: Connections served at once per server; further ones get 421 and are closed.
+    max_connections: int | None = attrs.field(default=1000, validator=_positive_int_or_none)
+    #: How long to wait for each command or chunk of message text (RFC 5321 §4.5.3.2: 5 min).
+    #: Time spent in the handler is not counted.
+    command_timeout: float = attrs.field(default=300.0, validator=_positive_seconds)
+    #: On graceful shutdown, how long open transactions may take to finish.
+    shutdown_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
+    #: What a bare CR or LF in message text does (the message still only ends at CRLF.CRLF).
+    bare_line_endings: BareLineEndings = attrs.field(
+        default=BareLineEndings.REJECT, converter=_bare_line_endings
+    )
+    #: Offer SMTPUTF8 (RFC 6531).
+    smtputf8: bool = True

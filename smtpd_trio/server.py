@@ -1,0 +1,268 @@
+"""Serving SMTP on listeners: accept loops, one task per connection, limits, shutdown.
+
+:func:`serve_smtp` is to SMTP what :func:`trio.serve_tcp` is to TCP: it opens listeners and
+never returns until cancelled (or until :meth:`SMTPServer.shutdown` finishes). For more control,
+build an :class:`SMTPServer` and call :meth:`SMTPServer.serve` with your own listeners.
+
+Structure (structured concurrency, websockets style)::
+
+    SMTPServer.serve(listeners)
+      connections nursery (cancel scope with the shutdown deadline)
+        one task per connection: [PROXY stage] -> SessionDriver.run()
+      accept nursery (its own cancel scope: shutdown stops accepting first)
+        one accept loop per listener
+
+Accept errors such as EMFILE are logged and retried after a short pause, as trio does. At
+``max_connections`` a new connection is answered 421 and closed at once.
+
+Graceful shutdown (:meth:`SMTPServer.shutdown`, SIGTERM/SIGINT in the CLI): stop accepting,
+answer 421 to every session waiting for a command, let sessions inside a mail transaction finish
+it (they are told 421 right after), and cancel what is left at ``shutdown_timeout``. A message is
+only acknowledged (250) after the handler's on_data returned, so nothing acknowledged is lost;
+an interrupted transaction was never acknowledged, and the client will retry it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Final, NoReturn, final
+
+import trio
+
+from ._smtp import replies
+from .config import Config
+from .handler import CALLBACK_NAMES, Endpoint, Session
+from .session import SessionDriver, _callbacks, new_session_id
+
+__all__ = ["SMTPServer", "serve_smtp"]
+
+log: Final = logging.getLogger("smtpd_trio.server")
+
+# Errors that mean "out of resources for now": pause and retry (as trio.serve_listeners does).
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_PAUSE: Final = 0.1
+_REFUSE_TIMEOUT: Final = 5.0
+
+
+def endpoint_of(address: object) -> Endpoint:
+    """An :class:`Endpoint` from what ``getpeername()``/``getsockname()`` return."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return Endpoint(str(address[0]), int(address[1]))
+    if isinstance(address, str | bytes):
+        path = address.decode("utf-8", "replace") if isinstance(address, bytes) else address
+        return Endpoint(f"unix:{path}" if path else "unix:")
+    return Endpoint("unknown")
+
+
+def stream_endpoints(stream: trio.abc.Stream) -> tuple[Endpoint, Endpoint | None]:
+    """The (peer, local) endpoints of a socket stream; ("unknown", None) for other streams."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return Endpoint("unknown"), None
+    try:
+        return endpoint_of(sock.getpeername()), endpoint_of(sock.getsockname())
+    except OSError:
+        return Endpoint("unknown"), None
+
+
+def _warn_unknown_callbacks(handler: object) -> None:
+    """Catch typos such as ``on_rcpt_to``: they would silently never be called."""
+    for name in dir(handler):
+        if name.startswith("on_") and name not in CALLBACK_NAMES:
+            log.warning(
+                "handler %s has a method %s, which is not a callback smtpd-trio calls (known: %s)",
+                type(handler).__name__,
+                name,
+                ", ".join(CALLBACK_NAMES),
+            )
+
+
+@final
+class SMTPServer:
+    """An SMTP server for one handler and one :class:`Config`, over any listeners."""
+
+    def __init__(self, handler: object, *, config: Config | None = None) -> None:
+        self.handler = handler
+        self.config = config or Config()
+        self._callbacks = _callbacks(handler)
+        _warn_unknown_callbacks(handler)
+        self._drivers: set[SessionDriver] = set()
+        self._shutting_down = False
+        self._accept_scope: trio.CancelScope | None = None
+        self._connections_scope: trio.CancelScope | None = None
+        self._active = 0
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    @property
+    def active_connections(self) -> int:
+        return self._active
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[Sequence[trio.abc.Listener[trio.abc.Stream]]] = (
+            trio.TASK_STATUS_IGNORED
+        ),
+    ) -> None:
+        """Accept and serve connections until :meth:`shutdown` completes or we are cancelled.
+
+        Calls ``task_status.started(listeners)`` once every accept loop is running.
+        """
+        try:
+            with trio.CancelScope() as connections_scope:
+                self._connections_scope = connections_scope
+                async with trio.open_nursery() as connections:
+                    with trio.CancelScope() as accept_scope:
+                        self._accept_scope = accept_scope
+                        if self._shutting_down:
+                            accept_scope.cancel()
+                        async with trio.open_nursery() as accepting:
+                            for listener in listeners:
+                                accepting.start_soon(self._accept_loop, listener, connections)
+                            task_status.started(listeners)
+                    # Accepting stopped: shutdown was asked. Close the listeners at once so
+                    # new clients are refused by the kernel, then let sessions finish.
+                    for listener in listeners:
+                        await trio.aclose_forcefully(listener)
+        finally:
+            with trio.CancelScope(shield=True):
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Begin a graceful shutdown (see the module docstring); :meth:`serve` then returns
+        once every session has ended, at most ``timeout`` (default: the config's
+        ``shutdown_timeout``) seconds from now."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        grace = self.config.shutdown_timeout if timeout is None else timeout
+        log.info("shutting down: %d connection(s) open, %.1f s to finish", self._active, grace)
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        if self._connections_scope is not None:
+            self._connections_scope.deadline = min(
+                self._connections_scope.deadline, trio.current_time() + grace
+            )
+        for driver in list(self._drivers):
+            if driver.idle_scope is not None:
+                driver.idle_scope.cancel()
+
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[trio.abc.Stream], connections: trio.Nursery
+    ) -> NoReturn:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    log.error(
+                        "accept failed (%s); pausing %.1f s",
+                        errno.errorcode.get(exc.errno or 0, exc.errno),
+                        _ACCEPT_PAUSE,
+                    )
+                    await trio.sleep(_ACCEPT_PAUSE)
+                    continue
+                raise
+            connections.start_soon(self.handle_connection, stream)
+
+    async def handle_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one accepted stream: limits, then the session. Never raises on bad input."""
+        peer, _local = stream_endpoints(stream)
+        session_id = new_session_id()
+        if self.config.max_connections is not None and self._active >= self.config.max_connections:
+            log.warning("[%s] refused %s: max_connections reached", session_id, peer)
+            with trio.move_on_after(_REFUSE_TIMEOUT):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())
+            await trio.aclose_forcefully(stream)
+            return
+        self._active += 1
+        try:
+            # The PROXY stage plugs in here: it decides the real client and may refuse.
+            client = peer
+            log.info("[%s] connection from %s", session_id, client)
+            session = Session(
+                id=session_id, client=client, peer=peer, hostname=self.config.hostname
+            )
+            driver = SessionDriver(
+                stream,
+                self.handler,
+                config=self.config,
+                session=session,
+                callbacks=self._callbacks,
+                server=self,
+            )
+            self._drivers.add(driver)
+            try:
+                await driver.run()
+            finally:
+                self._drivers.discard(driver)
+        except Exception:
+            # Nothing from the network should get here; if something does, it must not take
+            # the server down with it.
+            log.exception("[%s] internal error serving the connection", session_id)
+            await trio.aclose_forcefully(stream)
+        finally:
+            self._active -= 1
+
+
+async def open_smtp_listeners(
+    port: int, *, host: str | Sequence[str] | None = "127.0.0.1", backlog: int | None = None
+) -> list[trio.SocketListener]:
+    """TCP listeners on ``port`` for each host (IPv4 and IPv6 names and addresses)."""
+    hosts: Sequence[str | None] = [host] if host is None or isinstance(host, str) else host
+    listeners: list[trio.SocketListener] = []
+    try:
+        for one in hosts:
+            listeners += await trio.open_tcp_listeners(port, host=one, backlog=backlog)
+            if port == 0 and len(hosts) > 1 and listeners:
+                # Keep one port across hosts when the system picked it.
+                port = listeners[0].socket.getsockname()[1]
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+async def serve_smtp(
+    handler: object,
+    *,
+    host: str | Sequence[str] | None = "127.0.0.1",
+    port: int = 8025,
+    config: Config | None = None,
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[Sequence[trio.abc.Listener[trio.abc.Stream]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """Serve SMTP for ``handler`` on ``host``:``port`` until cancelled.
+
+    ``host`` may be a name, an address or a list of them (``["127.0.0.1", "::1"]``); ``None``
+    means every interface. ``port=0`` picks a free port: ``await nursery.start(serve_smtp,
+    handler, port=0)`` returns the listeners, so you can read it back.
+    """
+    listeners = await open_smtp_listeners(port, host=host, backlog=backlog)
+    server = SMTPServer(handler, config=config)
+    for listener in listeners:
+        log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+    await server.serve(listeners, task_status=task_status)
+
+
+def listener_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
+    """The TCP port a socket listener is bound to (handy after ``port=0``)."""
+    sock = getattr(listener, "socket", None)
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise TypeError("not a TCP socket listener")
+    return int(sock.getsockname()[1])

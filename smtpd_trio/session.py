@@ -1,0 +1,349 @@
+"""The Trio driver for one SMTP session: stream ⇄ :class:`SMTPMachine` ⇄ handler callbacks.
+
+It is lockstep: one task reads, feeds the machine, awaits the handler for each decision, and
+writes the queued replies in one batch whenever the machine needs more input (so pipelined
+commands get batched replies). There is no reader task and no send lock.
+
+Timeouts: every wait for the client (and every write to it) runs under ``command_timeout``;
+time spent inside the handler never counts. On expiry the client gets ``421 4.4.2``.
+
+Shutdown: when the server asks, a session that is waiting for a command outside a transaction
+is told ``421`` at once; one inside a transaction finishes it first (up to the server's
+deadline, after which it is cancelled and still told 421 if the stream allows).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
+
+import trio
+
+from ._smtp import replies
+from ._smtp.events import (
+    NEED_DATA,
+    Closed,
+    CloseReason,
+    CommandRejected,
+    Hello,
+    MailFrom,
+    MessageReceived,
+    MessageRefused,
+    RcptTo,
+    TransactionReset,
+    Verify,
+)
+from ._smtp.machine import SMTPMachine
+from ._smtp.replies import Reply
+from .config import Config
+from .handler import CALLBACK_NAMES, Endpoint, Envelope, Handler, Reject, Session
+from .trace import received_header
+
+if TYPE_CHECKING:
+    from .proxy import ProxyInfo
+
+__all__ = ["new_session_id", "run_session"]
+
+log: Final = logging.getLogger("smtpd_trio.session")
+
+_RECEIVE_SIZE: Final = 65536
+_GOODBYE_TIMEOUT: Final = 1.0  # how long a 421 may take to go out when we are being cancelled
+
+_PREFIX: Final = secrets.token_hex(3)
+_counter = itertools.count(1)
+
+
+def new_session_id() -> str:
+    """A short id, unique within this process (a random prefix and a counter)."""
+    return f"{_PREFIX}{next(_counter):x}"
+
+
+class _ShutdownSource(Protocol):
+    """What a session asks the server about shutdown (see smtpd_trio.server)."""
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+
+Callback = Callable[..., Awaitable[Any]]
+
+
+def _callbacks(handler: object) -> dict[str, Callback]:
+    """The callbacks the handler really defines (the no-op defaults of Handler are skipped)."""
+    found: dict[str, Callback] = {}
+    cls = type(handler)
+    for name in CALLBACK_NAMES:
+        fn = getattr(handler, name, None)
+        if fn is None:
+            continue
+        if getattr(cls, name, None) is getattr(Handler, name):
+            continue
+        found[name] = fn
+    return found
+
+
+@final
+class SessionDriver:
+    """Runs one session. Built by :func:`run_session` and by the server per connection."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handler: object,
+        *,
+        config: Config,
+        session: Session,
+        callbacks: Mapping[str, Callback] | None = None,
+        server: _ShutdownSource | None = None,
+    ) -> None:
+        self.stream = stream
+        self.config = config
+        self.session = session
+        self.callbacks = callbacks if callbacks is not None else _callbacks(handler)
+        self.server = server
+        self.machine = SMTPMachine(
+            hostname=config.hostname,
+            max_message_size=config.max_message_size,
+            max_recipients=config.max_recipients,
+            max_command_line=config.max_command_line,
+            max_line_length=config.max_line_length,
+            max_errors=config.max_errors,
+            bare_line_endings=config.bare_line_endings,
+            smtputf8=config.smtputf8,
+            banner=config.banner,
+        )
+        self._transactions = itertools.count(1)
+        self.envelope = self._new_envelope()
+        #: Cancelled by the server on shutdown while we wait for a command outside a transaction.
+        self.idle_scope: trio.CancelScope | None = None
+        self._broken = False
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _new_envelope(self) -> Envelope:
+        return Envelope(id=f"{self.session.id}.{next(self._transactions)}")
+
+    async def _call(self, name: str, *args: object) -> Reply | None:
+        """Await a callback; Reject becomes its reply, any other exception 451 and a log line."""
+        fn = self.callbacks.get(name)
+        if fn is None:
+            return None
+        try:
+            result = await fn(self.session, *args)
+        except Reject as exc:
+            return exc.reply
+        except Exception:
+            log.exception("[%s] handler %s failed; answering 451", self.session.id, name)
+            return replies.HANDLER_FAILED
+        if result is None or isinstance(result, Reply):
+            return result
+        log.error(
+            "[%s] handler %s returned %r, not a Reply or None; answering 451",
+            self.session.id,
+            name,
+            type(result).__name__,
+        )
+        return replies.HANDLER_FAILED
+
+    async def _notify(self, name: str, *args: object) -> None:
+        """Await a callback whose result does not matter (on_reset, on_close)."""
+        fn = self.callbacks.get(name)
+        if fn is None:
+            return
+        try:
+            await fn(self.session, *args)
+        except Exception:
+            log.exception("[%s] handler %s failed", self.session.id, name)
+
+    async def _flush(self) -> None:
+        data = self.machine.data_to_send()
+        if not data or self._broken:
+            return
+        with trio.move_on_after(self.config.command_timeout) as scope:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._broken = True
+                return
+        if scope.cancelled_caught:
+            log.info("[%s] client stopped reading; closing", self.session.id)
+            self._broken = True
+
+    async def _receive(self) -> bytes | bytearray | None:
+        """Bytes from the client; b"" when it closed; None on timeout or shutdown."""
+        idle = not self.machine.in_transaction and self.server is not None
+        with trio.move_on_after(self.config.command_timeout) as scope:
+            if idle:
+                self.idle_scope = scope
+            try:
+                return await self.stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+            finally:
+                self.idle_scope = None
+        return None
+
+    def _shutting_down(self) -> bool:
+        return self.server is not None and self.server.shutting_down
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    async def run(self, initial_data: bytes = b"") -> None:
+        """Serve the session to its end; always closes the stream."""
+        sid = self.session.id
+        machine = self.machine
+        try:
+            machine.greet(await self._call("on_connect"))
+            if initial_data:
+                machine.receive_data(initial_data)
+            while True:
+                event = machine.next_event()
+                if event is NEED_DATA:
+                    await self._flush()
+                    if self._broken:
+                        machine.receive_data(b"")
+                        continue
+                    if self._shutting_down() and not machine.in_transaction:
+                        machine.close(replies.SERVICE_SHUTTING_DOWN)
+                        continue
+                    data = await self._receive()
+                    if data is None:
+                        if self._shutting_down() and not machine.in_transaction:
+                            machine.close(replies.SERVICE_SHUTTING_DOWN)
+                        else:
+                            log.info("[%s] timeout waiting for the client", sid)
+                            machine.close(replies.SERVICE_CLOSING_TIMEOUT)
+                    else:
+                        machine.receive_data(data)
+                    continue
+                if isinstance(event, Closed):
+                    await self._flush()
+                    self._log_close(event)
+                    break
+                await self._dispatch(event)
+        except trio.Cancelled:
+            # The server is stopping hard: try to say goodbye, without waiting long.
+            machine.close(replies.SERVICE_SHUTTING_DOWN)
+            with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
+                await self._flush()
+            raise
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
+                await self._notify("on_close")
+            await trio.aclose_forcefully(self.stream)
+
+    async def _dispatch(
+        self,
+        event: Hello
+        | MailFrom
+        | RcptTo
+        | MessageReceived
+        | Verify
+        | TransactionReset
+        | MessageRefused
+        | CommandRejected,
+    ) -> None:
+        machine = self.machine
+        session = self.session
+        envelope = self.envelope
+        if isinstance(event, MailFrom):
+            reply = await self._call("on_mail", envelope, event.address, event.params)
+            machine.respond(reply)
+            if reply is None or reply.is_positive:
+                envelope.mail_from = event.address
+                envelope.mail_params = event.params
+        elif isinstance(event, RcptTo):
+            reply = await self._call("on_rcpt", envelope, event.address, event.params)
+            machine.respond(reply)
+            if reply is None or reply.is_positive:
+                envelope.rcpt_tos.append(event.address)
+                envelope.rcpt_params.append(event.params)
+        elif isinstance(event, MessageReceived):
+            envelope.content = event.content
+            envelope.received_header = received_header(session, envelope)
+            reply = await self._call("on_data", envelope)
+            machine.respond(reply)
+            accepted = reply is None or reply.is_positive
+            if accepted:
+                session.messages_accepted += 1
+            log.info(
+                "[%s] message %s %s: from=<%s> rcpts=%d size=%d",
+                session.id,
+                envelope.id,
+                "accepted" if accepted else f"refused ({reply.code if reply else ''})",
+                envelope.mail_from,
+                len(envelope.rcpt_tos),
+                len(event.content),
+            )
+            self.envelope = self._new_envelope()
+        elif isinstance(event, Hello):
+            reply = await self._call("on_helo", event.name, event.extended)
+            machine.respond(reply)
+            if reply is None or reply.is_positive:
+                session.helo_name = event.name
+                session.extended = event.extended
+                if envelope.mail_from is not None:
+                    await self._notify("on_reset", envelope)
+                    self.envelope = self._new_envelope()
+        elif isinstance(event, Verify):
+            machine.respond(None)
+        elif isinstance(event, TransactionReset):
+            await self._notify("on_reset", envelope)
+            self.envelope = self._new_envelope()
+        elif isinstance(event, MessageRefused):
+            log.info(
+                "[%s] message %s refused: %s (%d octets read)",
+                session.id,
+                envelope.id,
+                event.problem.value,
+                event.size,
+            )
+            self.envelope = self._new_envelope()
+        else:  # CommandRejected
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("[%s] %s -> %s", session.id, event.excerpt, event.reply)
+
+    def _log_close(self, event: Closed) -> None:
+        sid = self.session.id
+        if event.transaction_dropped:
+            log.info("[%s] open transaction dropped (no 250 was sent)", sid)
+        if event.reason is CloseReason.TOO_MANY_ERRORS:
+            log.warning("[%s] too many errors; closing", sid)
+        log.info(
+            "[%s] closed (%s) after %d message(s)",
+            sid,
+            event.reason.value,
+            self.session.messages_accepted,
+        )
+
+
+async def run_session(
+    stream: trio.abc.Stream,
+    handler: object,
+    *,
+    peer: Endpoint,
+    config: Config | None = None,
+    client: Endpoint | None = None,
+    proxy: ProxyInfo | None = None,
+    initial_data: bytes = b"",
+    session_id: str | None = None,
+) -> Session:
+    """Serve one SMTP session on ``stream`` and return its :class:`Session` when it ends.
+
+    ``peer`` is the immediate peer; ``client`` the real client if it differs (after a trusted
+    PROXY header, described by ``proxy``); ``initial_data`` is bytes already read from the
+    stream that belong to the session. The stream is always closed on return.
+    """
+    config = config or Config()
+    session = Session(
+        id=session_id or new_session_id(),
+        client=client or peer,
+        peer=peer,
+        hostname=config.hostname,
+        proxy=proxy,
+    )
+    await SessionDriver(stream, handler, config=config, session=session).run(initial_data)
+    return session

@@ -1,0 +1,201 @@
+"""Test an SMTP handler without sockets: a server session on one end of an in-memory stream,
+a small SMTP client on the other.
+
+::
+
+    from smtpd_trio.testing import open_test_session
+
+    async def test_rejects_strangers():
+        async with open_test_session(MyHandler()) as client:
+            assert (await client.command("EHLO test")).code == 250
+            assert (await client.command("MAIL FROM:<a@example.com>")).code == 250
+            reply = await client.command("RCPT TO:<nobody@elsewhere.test>")
+            assert reply.code == 550
+
+The client speaks plain SMTP: :meth:`TestClient.command` sends one line and returns the
+parsed reply, :meth:`TestClient.send` sends raw bytes (for pipelining, broken input and
+attacks), :meth:`TestClient.read_reply` reads the next reply, :meth:`TestClient.sendmail`
+runs a whole transaction with correct dot-stuffing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Final, final
+
+import attrs
+import trio
+import trio.testing
+
+from .config import Config
+from .handler import Endpoint, Session
+from .session import run_session
+
+__all__ = ["ClientReply", "TestClient", "open_test_session"]
+
+#: The peer a test session pretends to be connected from (TEST-NET-1, RFC 5737).
+TEST_PEER: Final = Endpoint("192.0.2.1", 40000)
+
+_REPLY_LINE: Final = re.compile(rb"(\d{3})([ -])(.*)\Z", re.DOTALL)
+
+
+@final
+@attrs.frozen
+class ClientReply:
+    """A reply as the client received it."""
+
+    code: int
+    #: The text of each line, without code, separator or CRLF.
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def enhanced(self) -> str | None:
+        """The enhanced status code at the start of the first line, if any."""
+        m = re.match(r"[245]\.\d{1,3}\.\d{1,3}(?= |\Z)", self.lines[0]) if self.lines else None
+        return m.group(0) if m else None
+
+
+class ProtocolViolation(AssertionError):
+    """The server sent something that is not a well-formed SMTP reply."""
+
+
+@final
+class TestClient:
+    """The client end of an in-memory SMTP session."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._buf = bytearray()
+        #: Every byte the server sent so far.
+        self.transcript = bytearray()
+
+    async def _read_line(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 2]
+                return line
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError("the server closed the connection")
+            self._buf += data
+            self.transcript += data
+
+    async def read_reply(self) -> ClientReply:
+        """Read one (possibly multi-line) reply."""
+        lines: list[str] = []
+        code: int | None = None
+        while True:
+            raw = await self._read_line()
+            m = _REPLY_LINE.match(raw)
+            if not m or (code is not None and int(m.group(1)) != code):
+                raise ProtocolViolation(f"malformed reply line {raw!r}")
+            code = int(m.group(1))
+            lines.append(m.group(3).decode("utf-8"))
+            if m.group(2) == b" ":
+                return ClientReply(code, tuple(lines))
+
+    async def send(self, data: bytes) -> None:
+        """Send raw bytes, exactly."""
+        await self.stream.send_all(data)
+
+    async def command(self, line: str | bytes) -> ClientReply:
+        """Send one command line (CRLF is added) and read its reply."""
+        raw = line.encode("utf-8") if isinstance(line, str) else line
+        await self.send(raw + b"\r\n")
+        return await self.read_reply()
+
+    async def sendmail(
+        self, mail_from: str, rcpt_tos: Sequence[str], message: bytes, *, mail_params: str = ""
+    ) -> ClientReply:
+        """MAIL, RCPT for each recipient, DATA and the dot-stuffed message; the final reply.
+
+        Raises AssertionError naming the step if MAIL, RCPT or DATA is refused.
+        """
+        suffix = f" {mail_params}" if mail_params else ""
+        reply = await self.command(f"MAIL FROM:<{mail_from}>{suffix}")
+        if reply.code != 250:
+            raise AssertionError(f"MAIL refused: {reply}")
+        for rcpt in rcpt_tos:
+            reply = await self.command(f"RCPT TO:<{rcpt}>")
+            if reply.code != 250:
+                raise AssertionError(f"RCPT refused: {reply}")
+        reply = await self.command("DATA")
+        if reply.code != 354:
+            raise AssertionError(f"DATA refused: {reply}")
+        await self.send(dot_stuff(message))
+        return await self.read_reply()
+
+    async def at_eof(self) -> bool:
+        """True if the server has closed the connection (all it sent was read first)."""
+        if self._buf:
+            return False
+        data = await self.stream.receive_some(65536)
+        if data:
+            self._buf += data
+            self.transcript += data
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """What a correct client sends after DATA: line endings made CRLF, leading dots doubled,
+    a final CRLF if missing, and the terminating ``.\\r\\n``."""
+    text = re.sub(rb"\r\n|\r|\n", b"\r\n", message)
+    if text and not text.endswith(b"\r\n"):
+        text += b"\r\n"
+    if text.startswith(b"."):
+        text = b"." + text
+    return text.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+@asynccontextmanager
+async def open_test_session(
+    handler: object,
+    *,
+    config: Config | None = None,
+    peer: Endpoint = TEST_PEER,
+    read_greeting: bool = True,
+) -> AsyncIterator[TestClient]:
+    """Run a server session for ``handler`` on an in-memory stream and yield its client.
+
+    The greeting is read for you unless ``read_greeting`` is False (then read it with
+    :meth:`TestClient.read_reply`). On exit the client closes and the session is awaited;
+    an exception escaping the session fails the test.
+    """
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    config = config or Config(hostname="mx.test")
+    result: list[Session] = []
+
+    async def serve() -> None:
+        result.append(await run_session(server_stream, handler, peer=peer, config=config))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            client = TestClient(client_stream)
+            try:
+                if read_greeting:
+                    greeting = await client.read_reply()
+                    if greeting.code != 220:
+                        raise AssertionError(f"greeting was not 220: {greeting}")
+                yield client
+            finally:
+                await client.aclose()
+    except BaseExceptionGroup as group:
+        # One failure (the test's own, usually): raise it as itself, not wrapped in a group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
