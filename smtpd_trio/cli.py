@@ -79,8 +79,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage block), still status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="smtpd-trio",
         description="Run an SMTP server with one of the built-in handlers.",
     )
@@ -105,7 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=_seconds, metavar="SECONDS", help="command timeout (default 300)"
     )
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    proxy = p.add_argument_group("PROXY protocol (behind HAProxy, nginx or a cloud load balancer)")
+    proxy.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a PROXY v1/v2 header on every connection from a trusted proxy",
+    )
+    proxy.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="CIDR",
+        help="a network (10.0.0.0/8), address, or 'unix' whose headers are believed; repeat",
+    )
+    proxy.add_argument(
+        "--proxy-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="time allowed for the whole header (default 5)",
+    )
+    proxy.add_argument(
+        "--untrusted-proxy-peers",
+        choices=["refuse", "direct"],
+        help="peers outside --trusted-proxy: refuse them (default) or serve them as direct "
+        "clients, never believing a header",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="debug logging (every refused command)"
+    )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -123,6 +156,14 @@ def _config(args: argparse.Namespace) -> Config:
         fields["max_connections"] = args.max_connections
     if args.timeout is not None:
         fields["command_timeout"] = args.timeout
+    if args.proxy_protocol:
+        fields["proxy_protocol"] = True
+    if args.trusted_proxy:
+        fields["trusted_proxies"] = args.trusted_proxy
+    if args.proxy_timeout is not None:
+        fields["proxy_timeout"] = args.proxy_timeout
+    if args.untrusted_proxy_peers is not None:
+        fields["untrusted_proxy_peers"] = args.untrusted_proxy_peers
     return Config(**fields)  # type: ignore[arg-type]
 
 
@@ -134,15 +175,17 @@ def _setup_logging(verbose: int, fmt: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("smtpd_trio")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
 
 
 async def _run(server: SMTPServer, hosts: Sequence[str], port: int) -> None:
-    listeners = await open_smtp_listeners(port, host=hosts)
-    for listener in listeners:
-        log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+    # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
+    # appears must start a graceful shutdown, not kill the process with the default action.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        listeners = await open_smtp_listeners(port, host=hosts)
+        for listener in listeners:
+            log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:

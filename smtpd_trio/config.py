@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import socket
+from collections.abc import Iterable
 from typing import Any, final
 
 import attrs
@@ -11,8 +13,19 @@ import attrs
 from ._smtp.body import BareLineEndings
 from ._smtp.machine import DEFAULT_MAX_COMMAND_LINE
 from .errors import ConfigError
+from .trust import TrustedNetworks, TrustEntry
 
-__all__ = ["BareLineEndings", "Config"]
+__all__ = ["BareLineEndings", "Config", "UntrustedPeers"]
+
+
+class UntrustedPeers(enum.Enum):
+    """What a PROXY listener does with a peer outside ``Config.trusted_proxies``."""
+
+    #: Close the connection at once, without a banner (the default).
+    REFUSE = "refuse"
+    #: Serve it as a direct client: its own address is the client's and no header is read,
+    #: so a PROXY header it sends is just a bad command, never believed.
+    DIRECT = "direct"
 
 
 def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -68,6 +81,20 @@ def _bare_line_endings(value: BareLineEndings | str) -> BareLineEndings:
         raise ConfigError(f"bare_line_endings must be one of {choices}, not {value!r}") from None
 
 
+def _untrusted_peers(value: UntrustedPeers | str) -> UntrustedPeers:
+    try:
+        return UntrustedPeers(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in UntrustedPeers)
+        raise ConfigError(
+            f"untrusted_proxy_peers must be one of {choices}, not {value!r}"
+        ) from None
+
+
+def _networks(value: TrustedNetworks | Iterable[TrustEntry]) -> TrustedNetworks:
+    return value if isinstance(value, TrustedNetworks) else TrustedNetworks(value)
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -107,3 +134,30 @@ class Config:
     )
     #: Offer SMTPUTF8 (RFC 6531).
     smtputf8: bool = True
+
+    # PROXY protocol (see docs/load-balancers.md)
+    #: Expect a PROXY header (v1 or v2) at the start of every connection from a trusted peer.
+    proxy_protocol: bool = False
+    #: The proxies whose headers are believed: CIDR networks, bare addresses (one host), and
+    #: ``"unix"`` for UNIX-socket listeners.
+    trusted_proxies: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
+    #: How long a trusted peer has to send its whole header (the spec asks for at least 3 s).
+    proxy_timeout: float = attrs.field(default=5.0, validator=_positive_seconds)
+    #: What to do with a peer outside ``trusted_proxies`` when ``proxy_protocol`` is on.
+    untrusted_proxy_peers: UntrustedPeers = attrs.field(
+        default=UntrustedPeers.REFUSE, converter=_untrusted_peers
+    )
+    #: Real client networks (health checkers, monitoring) whose connections skip on_connect
+    #: and the per-connection log lines.
+    ignored_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            self.proxy_protocol
+            and not self.trusted_proxies
+            and self.untrusted_proxy_peers is UntrustedPeers.REFUSE
+        ):
+            raise ConfigError(
+                "proxy_protocol is on but trusted_proxies is empty: every connection would be "
+                "refused (add the load balancers' networks)"
+            )

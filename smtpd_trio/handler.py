@@ -3,6 +3,7 @@
 
 A handler is any object with some of these async methods (all optional; a missing one accepts)::
 
+    async def on_proxy(self, session, info) -> Reply | None
     async def on_connect(self, session) -> Reply | None
     async def on_helo(self, session, name, extended) -> Reply | None
     async def on_mail(self, session, envelope, address, params) -> Reply | None
@@ -148,8 +149,19 @@ class Handler:
     Every method is optional: the server only calls the ones your class defines or overrides.
     """
 
+    async def on_proxy(self, session: Session, info: ProxyInfo) -> Reply | None:
+        """A trusted PROXY header was read (``session.client`` is already the real client).
+
+        Refusing (raise :class:`Reject` or return a 4xx/5xx reply) closes the connection
+        before any banner is sent, as with a malformed header."""
+        return None
+
     async def on_connect(self, session: Session) -> Reply | None:
-        """A client connected. Refuse with ``Reject(554, ...)`` or ``Reject(421, ...)``."""
+        """A client connected. Refuse with ``Reject(554, ...)`` or ``Reject(421, ...)``.
+
+        A greeting may only be 220, 554 or 421 (RFC 5321 §3.1): another 4xx, or an exception
+        escaping this method, is sent as 421 (and the connection closed); another 5xx as 554.
+        """
         return None
 
     async def on_helo(self, session: Session, name: str, extended: bool) -> Reply | None:
@@ -177,11 +189,13 @@ class Handler:
         """RSET, or HELO/EHLO, ended the transaction ``envelope`` (which may be empty)."""
 
     async def on_close(self, session: Session) -> None:
-        """The connection is over (the stream is being closed)."""
+        """The connection is over (the stream is being closed). It runs shielded from
+        cancellation but is given at most one second."""
 
 
 #: The callback names the server looks for.
 CALLBACK_NAMES: Final = (
+    "on_proxy",
     "on_connect",
     "on_helo",
     "on_mail",

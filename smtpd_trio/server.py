@@ -35,7 +35,9 @@ import trio
 
 from ._smtp import replies
 from .config import Config
-from .handler import CALLBACK_NAMES, Endpoint, Session
+from .connection import ProxyRefused, proxy_stage
+from .handler import CALLBACK_NAMES, Endpoint, Reject, Session
+from .proxy import ProxyInfo
 from .session import SessionDriver, _callbacks, new_session_id
 
 __all__ = ["SMTPServer", "serve_smtp"]
@@ -176,9 +178,16 @@ class SMTPServer:
                 raise
             connections.start_soon(self.handle_connection, stream)
 
-    async def handle_connection(self, stream: trio.abc.Stream) -> None:
-        """Serve one accepted stream: limits, then the session. Never raises on bad input."""
-        peer, _local = stream_endpoints(stream)
+    async def handle_connection(
+        self, stream: trio.abc.Stream, *, peer: Endpoint | None = None
+    ) -> None:
+        """Serve one accepted stream: limits, the PROXY stage, then the session.
+
+        ``peer`` defaults to the socket's peer address; pass it for streams that are not
+        sockets (tests use memory streams). Never raises on bad input from the network.
+        """
+        if peer is None:
+            peer, _local = stream_endpoints(stream)
         session_id = new_session_id()
         if self.config.max_connections is not None and self._active >= self.config.max_connections:
             log.warning("[%s] refused %s: max_connections reached", session_id, peer)
@@ -189,23 +198,54 @@ class SMTPServer:
             return
         self._active += 1
         try:
-            # The PROXY stage plugs in here: it decides the real client and may refuse.
-            client = peer
-            log.info("[%s] connection from %s", session_id, client)
+            client, proxy, leftover = peer, None, b""
+            config = self.config
+            if config.proxy_protocol:
+                stage = None
+                refusal = f"no complete PROXY header within {config.proxy_timeout:g} s"
+                with trio.move_on_after(config.proxy_timeout):
+                    try:
+                        stage = await proxy_stage(
+                            stream,
+                            peer,
+                            trusted=config.trusted_proxies,
+                            untrusted=config.untrusted_proxy_peers,
+                        )
+                    except ProxyRefused as exc:
+                        refusal = exc.reason
+                if stage is None:
+                    log.warning("[%s] refused %s: %s", session_id, peer, refusal)
+                    await trio.aclose_forcefully(stream)
+                    return
+                client, proxy, leftover = stage.client, stage.info, stage.leftover
+            quiet = client.host in config.ignored_hosts
             session = Session(
-                id=session_id, client=client, peer=peer, hostname=self.config.hostname
+                id=session_id, client=client, peer=peer, hostname=config.hostname, proxy=proxy
             )
+            if (
+                proxy is not None
+                and "on_proxy" in self._callbacks
+                and not await self._proxy_accepted(session, proxy)
+            ):
+                await trio.aclose_forcefully(stream)
+                return
+            if not quiet:
+                if client is peer:
+                    log.info("[%s] connection from %s", session_id, client)
+                else:
+                    log.info("[%s] connection from %s via %s", session_id, client, peer)
             driver = SessionDriver(
                 stream,
                 self.handler,
-                config=self.config,
+                config=config,
                 session=session,
                 callbacks=self._callbacks,
                 server=self,
+                quiet=quiet,
             )
             self._drivers.add(driver)
             try:
-                await driver.run()
+                await driver.run(leftover)
             finally:
                 self._drivers.discard(driver)
         except Exception:
@@ -215,6 +255,20 @@ class SMTPServer:
             await trio.aclose_forcefully(stream)
         finally:
             self._active -= 1
+
+    async def _proxy_accepted(self, session: Session, info: ProxyInfo) -> bool:
+        """Ask the handler's on_proxy; a refusal or an exception closes the connection."""
+        try:
+            reply = await self._callbacks["on_proxy"](session, info)
+        except Reject as exc:
+            reply = exc.reply
+        except Exception:
+            log.exception("[%s] handler on_proxy failed; closing", session.id)
+            return False
+        if reply is not None and not reply.is_positive:
+            log.info("[%s] refused by on_proxy: %s", session.id, reply)
+            return False
+        return True
 
 
 async def open_smtp_listeners(
@@ -250,8 +304,9 @@ async def serve_smtp(
     """Serve SMTP for ``handler`` on ``host``:``port`` until cancelled.
 
     ``host`` may be a name, an address or a list of them (``["127.0.0.1", "::1"]``); ``None``
-    means every interface. ``port=0`` picks a free port: ``await nursery.start(serve_smtp,
-    handler, port=0)`` returns the listeners, so you can read it back.
+    means every interface. ``port=0`` picks a free port, and
+    ``await nursery.start(partial(serve_smtp, handler, port=0))`` returns the listeners, so
+    you can read it back (:func:`listener_port`).
     """
     listeners = await open_smtp_listeners(port, host=host, backlog=backlog)
     server = SMTPServer(handler, config=config)

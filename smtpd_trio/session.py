@@ -85,6 +85,17 @@ def _callbacks(handler: object) -> dict[str, Callback]:
     return found
 
 
+def _as_greeting(reply: Reply | None) -> Reply | None:
+    """Make on_connect's refusal a legal greeting: RFC 5321 §3.1 allows only 220, 554 and 421.
+
+    A 4xx (a Reject(450), or the 451 of a failing on_connect) becomes 421, which closes the
+    connection so the client retries later; any other 5xx becomes 554 (then only QUIT works).
+    """
+    if reply is None or reply.is_positive or reply.code in (421, 554):
+        return reply
+    return Reply(421 if reply.code < 500 else 554, reply.enhanced, reply.text, reply.more)
+
+
 @final
 class SessionDriver:
     """Runs one session. Built by :func:`run_session` and by the server per connection."""
@@ -98,8 +109,11 @@ class SessionDriver:
         session: Session,
         callbacks: Mapping[str, Callback] | None = None,
         server: _ShutdownSource | None = None,
+        quiet: bool = False,
     ) -> None:
         self.stream = stream
+        #: For ignored hosts (health checks): no on_connect and no per-connection log lines.
+        self.quiet = quiet
         self.config = config
         self.session = session
         self.callbacks = callbacks if callbacks is not None else _callbacks(handler)
@@ -186,6 +200,13 @@ class SessionDriver:
                 self.idle_scope = None
         return None
 
+    def _respond(self, reply: Reply | None) -> None:
+        """Answer the pending decision; a handler's 421 also closes the session, as 421 means
+        "closing the transmission channel" (RFC 5321 §3.8)."""
+        self.machine.respond(reply)
+        if reply is not None and reply.code == 421:
+            self.machine.close(None)
+
     def _shutting_down(self) -> bool:
         return self.server is not None and self.server.shutting_down
 
@@ -196,7 +217,7 @@ class SessionDriver:
         sid = self.session.id
         machine = self.machine
         try:
-            machine.greet(await self._call("on_connect"))
+            machine.greet(None if self.quiet else _as_greeting(await self._call("on_connect")))
             if initial_data:
                 machine.receive_data(initial_data)
             while True:
@@ -251,13 +272,13 @@ class SessionDriver:
         envelope = self.envelope
         if isinstance(event, MailFrom):
             reply = await self._call("on_mail", envelope, event.address, event.params)
-            machine.respond(reply)
+            self._respond(reply)
             if reply is None or reply.is_positive:
                 envelope.mail_from = event.address
                 envelope.mail_params = event.params
         elif isinstance(event, RcptTo):
             reply = await self._call("on_rcpt", envelope, event.address, event.params)
-            machine.respond(reply)
+            self._respond(reply)
             if reply is None or reply.is_positive:
                 envelope.rcpt_tos.append(event.address)
                 envelope.rcpt_params.append(event.params)
@@ -265,7 +286,7 @@ class SessionDriver:
             envelope.content = event.content
             envelope.received_header = received_header(session, envelope)
             reply = await self._call("on_data", envelope)
-            machine.respond(reply)
+            self._respond(reply)
             accepted = reply is None or reply.is_positive
             if accepted:
                 session.messages_accepted += 1
@@ -281,7 +302,7 @@ class SessionDriver:
             self.envelope = self._new_envelope()
         elif isinstance(event, Hello):
             reply = await self._call("on_helo", event.name, event.extended)
-            machine.respond(reply)
+            self._respond(reply)
             if reply is None or reply.is_positive:
                 session.helo_name = event.name
                 session.extended = event.extended
@@ -307,6 +328,8 @@ class SessionDriver:
                 log.debug("[%s] %s -> %s", session.id, event.excerpt, event.reply)
 
     def _log_close(self, event: Closed) -> None:
+        if self.quiet:
+            return
         sid = self.session.id
         if event.transaction_dropped:
             log.info("[%s] open transaction dropped (no 250 was sent)", sid)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Final, final
 
 import attrs
@@ -30,8 +31,8 @@ import trio
 import trio.testing
 
 from .config import Config
-from .handler import Endpoint, Session
-from .session import run_session
+from .handler import Endpoint
+from .server import SMTPServer
 
 __all__ = ["ClientReply", "TestClient", "open_test_session"]
 
@@ -169,22 +170,19 @@ async def open_test_session(
     peer: Endpoint = TEST_PEER,
     read_greeting: bool = True,
 ) -> AsyncIterator[TestClient]:
-    """Run a server session for ``handler`` on an in-memory stream and yield its client.
+    """Serve one connection for ``handler`` on an in-memory stream and yield its client.
 
-    The greeting is read for you unless ``read_greeting`` is False (then read it with
-    :meth:`TestClient.read_reply`). On exit the client closes and the session is awaited;
-    an exception escaping the session fails the test.
+    The connection goes through the same pipeline as a real one (connection limit, PROXY stage
+    when ``config.proxy_protocol`` is on, the session), as if accepted from ``peer``. The
+    greeting is read for you unless ``read_greeting`` is False (then read it with
+    :meth:`TestClient.read_reply`; with PROXY on, send the header first). On exit the client
+    closes and the session is awaited; an exception escaping the session fails the test.
     """
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    config = config or Config(hostname="mx.test")
-    result: list[Session] = []
-
-    async def serve() -> None:
-        result.append(await run_session(server_stream, handler, peer=peer, config=config))
-
+    server = SMTPServer(handler, config=config or Config(hostname="mx.test"))
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve)
+            nursery.start_soon(partial(server.handle_connection, server_stream, peer=peer))
             client = TestClient(client_stream)
             try:
                 if read_greeting:

@@ -2,12 +2,13 @@
 
 ::
 
-    Received: from client.example (client.example [192.0.2.7])
+    Received: from client.example ([192.0.2.7])
             by mx.example.org (smtpd-trio) with ESMTPS id 3f9a2c.1
             for <user@example.org>; Wed, 25 Nov 2026 10:00:00 +0000
 
 The ``from`` clause names the HELO name and, in the TCP-info comment, the real client address
-(after a trusted PROXY header), IPv6 as ``[IPv6:...]``. ``with`` is SMTP or ESMTP plus ``S``
+(after a trusted PROXY header), IPv6 as ``[IPv6:...]``. No reverse DNS lookup is made: it
+would put a network round trip on every message. ``with`` is SMTP or ESMTP plus ``S``
 under TLS and ``A`` when authenticated (RFC 3848), prefixed ``UTF8`` for SMTPUTF8 transactions
 (RFC 6531). ``for`` is given only when there is exactly one recipient, so a message to many
 does not disclose the others.

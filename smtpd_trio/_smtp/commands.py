@@ -66,7 +66,8 @@ def split_verb(line: str) -> tuple[str, str | None]:
     """
     verb, sep, rest = line.partition(" ")
     arg = rest.strip(" ") if sep else None
-    return verb.upper(), (arg or None)
+    # Only ASCII letters fold: str.upper() would turn "ma\u0131l" (dotless i) into "MAIL".
+    return (verb.upper() if verb.isascii() else verb), (arg or None)
 
 
 def is_ascii(text: str) -> bool:
@@ -77,6 +78,8 @@ def check_address_literal(literal: str) -> bool:
     """True if ``[...]`` holds a valid IPv4, IPv6 or general address literal (RFC 5321 §4.1.3)."""
     inner = literal[1:-1]
     if inner[:5].upper() == "IPV6:":
+        if "%" in inner:  # ipaddress accepts a scope id ("fe80::1%eth0"); RFC 5321 does not
+            return False
         try:
             ipaddress.IPv6Address(inner[5:])
         except ValueError:

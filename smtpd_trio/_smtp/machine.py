@@ -152,7 +152,9 @@ class SMTPMachine:
         self._greeted = False
         self._buf = bytearray()
         self._pos = 0
-        self._discarding = False  # inside an over-long command line, waiting for its CRLF
+        # The head of an over-long command line being discarded (None when not discarding),
+        # kept so its excerpt does not depend on how the line was split into chunks.
+        self._discarding: bytes | None = None
         self._peer_closed = False
         self._close_reason: CloseReason | None = None
         self._dropped = False
@@ -260,15 +262,16 @@ class SMTPMachine:
             if len(buf) - self._pos > self.max_command_line:
                 # Keep only a possible CR of a split CRLF; the rest of the line is junk.
                 keep = buf[-1:] if buf.endswith(b"\r") else b""
+                if self._discarding is None:
+                    self._discarding = bytes(buf[self._pos : self._pos + _EXCERPT + 1])
                 self._buf = bytearray(keep)
                 self._pos = 0
-                self._discarding = True
             return None
         line = bytes(buf[self._pos : end])
         self._pos = end + 2
-        if self._discarding:
-            self._discarding = False
-            return b"\x00" * (self.max_command_line + 1)
+        if self._discarding is not None:
+            head, self._discarding = self._discarding, None
+            return head.ljust(self.max_command_line + 1, b"\x00")
         return line
 
     # ---- commands ------------------------------------------------------------------------
@@ -352,7 +355,11 @@ class SMTPMachine:
                     self._reply(replies.MESSAGE_TOO_BIG)
                     return None
             elif key == "BODY":
-                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                if (
+                    value is None
+                    or not value.isascii()
+                    or value.upper() not in ("7BIT", "8BITMIME")
+                ):
                     raise CommandSyntaxError(replies.syntax_error("BODY must be 7BIT or 8BITMIME"))
             elif key == "SMTPUTF8" and self.smtputf8:
                 if value is not None:

@@ -2,7 +2,8 @@
 
 Replies never carry internal details (exception text, paths) to the peer. Enhanced status codes
 follow RFC 3463 and are sent when ENHANCEDSTATUSCODES (RFC 2034) is in effect, which it always is
-here: the codes go on every reply except the greeting and EHLO/HELO/HELP answers (RFC 2034 §3).
+here: the codes go on every reply except the greeting, the EHLO/HELO answers and the 354
+that starts the message text (RFC 2034 §3 leaves those out).
 """
 
 from __future__ import annotations
@@ -112,7 +113,6 @@ BAD_SEQUENCE: Final = Reply(503, "5.5.1", "Bad sequence of commands")
 NEED_HELO: Final = Reply(503, "5.5.1", "Send HELO or EHLO first")
 NESTED_MAIL: Final = Reply(503, "5.5.1", "Sender already specified")
 NEED_MAIL: Final = Reply(503, "5.5.1", "Need MAIL command first")
-NEED_RCPT: Final = Reply(503, "5.5.1", "Need RCPT command first")
 NO_VALID_RECIPIENTS: Final = Reply(554, "5.5.1", "No valid recipients")
 MESSAGE_TOO_BIG: Final = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 TEXT_LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Line too long in message text")

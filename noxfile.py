@@ -1,0 +1,47 @@
+"""Development tasks: ``nox -s tests lint typecheck docs bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.default_venv_backend = "venv"
+
+PYTHON = ["3.11", "3.12", "3.13"]
+
+
+@nox.session(python=PYTHON[0])
+def tests(session: nox.Session) -> None:
+    """The whole test suite (the README's command)."""
+    session.install("-e", ".[test,crc32c]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def lint(session: nox.Session) -> None:
+    """ruff: lint rules and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON[0])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and the examples."""
+    session.install("-e", ".[test,crc32c]", "mypy")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON[0])
+def docs(session: nox.Session) -> None:
+    """Check the docs: every Python example in docs/ and README.md compiles, every relative
+    link points at a file that exists."""
+    session.install("-e", ".")
+    session.run("python", "docs/check_docs.py")
+
+
+@nox.session(python=PYTHON[0])
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmarks: prints figures, never fails on them."""
+    session.install("-e", ".[crc32c]")
+    session.run("python", "bench/run.py", *session.posargs)
