@@ -152,6 +152,11 @@ class Config:
     ignored_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
 
     def __attrs_post_init__(self) -> None:
+        if self.max_message_size is None and self.max_line_length is None:
+            raise ConfigError(
+                "max_message_size and max_line_length cannot both be None: a message line "
+                "without CRLF would be buffered without bound"
+            )
         if (
             self.proxy_protocol
             and not self.trusted_proxies

@@ -67,7 +67,8 @@ class Verify:
 @final
 @attrs.frozen
 class TransactionReset:
-    """Notice: RSET, or HELO/EHLO, ended the mail transaction (the 250 is queued)."""
+    """Notice: RSET ended the mail transaction (the 250 is queued). An accepted HELO/EHLO
+    also ends it; the I/O layer sees that from the :class:`Hello` it answered."""
 
 
 @final
@@ -84,7 +85,8 @@ class MessageRefused:
 @final
 @attrs.frozen
 class CommandRejected:
-    """Notice: a command was answered with a protocol error (syntax, sequence, limits)."""
+    """Notice: a command was refused by the machine itself: a protocol error (syntax,
+    sequence; these count towards ``max_errors``) or a limit (552, 452, 553; these do not)."""
 
     #: The first few dozen characters of the offending line, safe to log.
     excerpt: str

@@ -31,6 +31,10 @@ States (the mail transaction is the MAIL → RCPT → DATA part)::
     any state --QUIT / too many errors / close()--> CLOSED
 
 Which command is legal where is the single table ``_OUT_OF_SEQUENCE`` below.
+
+Memory: the machine bounds what it holds (one command line, or what the body reader keeps
+under its line and size limits) only if the I/O layer drains it, calling :meth:`next_event`
+until NEED_DATA after every :meth:`receive_data`, as the loop above does.
 """
 
 from __future__ import annotations
@@ -305,9 +309,9 @@ class SMTPMachine:
             if verb in ("HELO", "EHLO"):
                 return self._decide(Hello(parse_helo_name(arg), verb == "EHLO"))
             if verb == "MAIL":
-                return self._mail(arg)
+                return self._refuse(self._mail(arg), raw)
             if verb == "RCPT":
-                return self._rcpt(arg)
+                return self._refuse(self._rcpt(arg), raw)
             if verb == "DATA":
                 return self._data(arg)
             if verb == "RSET":
@@ -334,11 +338,19 @@ class SMTPMachine:
             return self._error(replies.NOT_IMPLEMENTED, raw)
         return self._error(replies.UNKNOWN_COMMAND, raw)
 
+    def _refuse(self, outcome: Event | Reply, raw: bytes) -> Event:
+        """A limit or policy refusal of MAIL/RCPT (552, 452, 553): answered and reported, but
+        not a protocol error, so it does not count towards max_errors."""
+        if isinstance(outcome, Reply):
+            self._reply(outcome)
+            return CommandRejected(_excerpt(raw), outcome)
+        return outcome
+
     def _decide(self, event: DecisionEvent) -> DecisionEvent:
         self._pending = event
         return event
 
-    def _mail(self, arg: str | None) -> Event | None:
+    def _mail(self, arg: str | None) -> Event | Reply:
         address, params = parse_path_and_params(
             arg,
             prefix="FROM:",
@@ -352,8 +364,7 @@ class SMTPMachine:
                 if value is None or not value.isdigit() or not value.isascii() or len(value) > 20:
                     raise CommandSyntaxError(replies.syntax_error("SIZE needs a number"))
                 if self.max_message_size is not None and int(value) > self.max_message_size:
-                    self._reply(replies.MESSAGE_TOO_BIG)
-                    return None
+                    return replies.MESSAGE_TOO_BIG
             elif key == "BODY":
                 if (
                     value is None
@@ -368,12 +379,11 @@ class SMTPMachine:
             else:
                 raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
         if not smtputf8 and not address.isascii():
-            self._reply(replies.NON_ASCII_ADDRESS)
-            return None
+            return replies.NON_ASCII_ADDRESS
         self.transaction_smtputf8 = smtputf8
         return self._decide(MailFrom(address, params))
 
-    def _rcpt(self, arg: str | None) -> Event | None:
+    def _rcpt(self, arg: str | None) -> Event | Reply:
         address, params = parse_path_and_params(
             arg,
             prefix="TO:",
@@ -384,11 +394,9 @@ class SMTPMachine:
         if params:
             raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
         if not self.transaction_smtputf8 and not address.isascii():
-            self._reply(replies.NON_ASCII_ADDRESS)
-            return None
+            return replies.NON_ASCII_ADDRESS
         if self.recipients >= self.max_recipients:
-            self._reply(replies.TOO_MANY_RECIPIENTS)
-            return None
+            return replies.TOO_MANY_RECIPIENTS
         return self._decide(RcptTo(address, params))
 
     def _data(self, arg: str | None) -> Event | None:
