@@ -24,13 +24,20 @@ def test_defaults_are_valid_and_safe() -> None:
 def test_limits_may_be_disabled_and_values_converted() -> None:
     config = Config(
         max_message_size=None,
-        max_line_length=None,
         max_connections=None,
         command_timeout=1,
         bare_line_endings="reject",
     )
     assert config.max_message_size is None
+    assert config.max_connections is None
     assert config.bare_line_endings is BareLineEndings.REJECT
+    assert Config(max_line_length=None).max_line_length is None
+
+
+def test_size_and_line_limits_cannot_both_be_off() -> None:
+    # Both off would let one DATA line without CRLF grow without bound.
+    with pytest.raises(ConfigError, match="max_message_size and max_line_length"):
+        Config(max_message_size=None, max_line_length=None)
 
 
 def test_config_is_frozen() -> None:
