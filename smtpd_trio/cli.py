@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
@@ -19,6 +20,7 @@ from typing import Final, NoReturn
 import trio
 
 from . import __version__
+from .auth import StaticAuthenticator
 from .config import Config
 from .errors import ConfigError
 from .handlers import from_spec
@@ -136,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="peers outside --trusted-proxy: refuse them (default) or serve them as direct "
         "clients, never believing a header",
     )
+    tls = p.add_argument_group("TLS and AUTH")
+    tls.add_argument("--tls-cert", metavar="PEM", help="certificate chain; enables STARTTLS")
+    tls.add_argument("--tls-key", metavar="PEM", help="private key (default: in --tls-cert)")
+    tls.add_argument(
+        "--implicit-tls",
+        action="store_true",
+        help="TLS from the first byte, port 465 style (RFC 8314)",
+    )
+    tls.add_argument(
+        "--require-tls", action="store_true", help="refuse MAIL until STARTTLS (530 5.7.0)"
+    )
+    tls.add_argument(
+        "--auth",
+        action="append",
+        metavar="USER:PASSWORD",
+        help="accept this login (repeatable; for demos and tests: real deployments pass an "
+        "authenticator in Config); AUTH is offered under TLS only",
+    )
     p.add_argument(
         "-v", "--verbose", action="count", default=0, help="debug logging (every refused command)"
     )
@@ -164,6 +184,27 @@ def _config(args: argparse.Namespace) -> Config:
         fields["proxy_timeout"] = args.proxy_timeout
     if args.untrusted_proxy_peers is not None:
         fields["untrusted_proxy_peers"] = args.untrusted_proxy_peers
+    if args.tls_key and not args.tls_cert:
+        raise ConfigError("--tls-key needs --tls-cert")
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+        fields["tls_context"] = context
+    if args.implicit_tls:
+        fields["implicit_tls"] = True
+    if args.require_tls:
+        fields["require_tls"] = True
+    if args.auth:
+        users: dict[str, str] = {}
+        for entry in args.auth:
+            user, sep, password = entry.partition(":")
+            if not sep or not user or not password:
+                raise ConfigError(f"--auth needs USER:PASSWORD, not {user!r}...")
+            users[user] = password
+        fields["authenticator"] = StaticAuthenticator(users)
     return Config(**fields)  # type: ignore[arg-type]
 
 

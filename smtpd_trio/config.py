@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any, final
 
@@ -12,6 +13,7 @@ import attrs
 
 from ._smtp.body import BareLineEndings
 from ._smtp.machine import DEFAULT_MAX_COMMAND_LINE
+from .auth import Authenticator, Login, Mechanism, Plain
 from .errors import ConfigError
 from .trust import TrustedNetworks, TrustEntry
 
@@ -95,6 +97,18 @@ def _networks(value: TrustedNetworks | Iterable[TrustEntry]) -> TrustedNetworks:
     return value if isinstance(value, TrustedNetworks) else TrustedNetworks(value)
 
 
+def _mechanisms(value: Iterable[Mechanism]) -> tuple[Mechanism, ...]:
+    mechanisms = tuple(value)
+    names = [m.name.upper() for m in mechanisms]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"auth_mechanisms has duplicate names: {names}")
+    return mechanisms
+
+
+def _default_mechanisms() -> tuple[Mechanism, ...]:
+    return (Plain(), Login())
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -151,7 +165,34 @@ class Config:
     #: and the per-connection log lines.
     ignored_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
 
+    # TLS and AUTH (see docs/tls-and-auth.md)
+    #: The server-side TLS context (certificate and key loaded). With it, STARTTLS is offered.
+    tls_context: ssl.SSLContext | None = None
+    #: Start TLS at once on every connection, before the banner (RFC 8314, port 465).
+    implicit_tls: bool = False
+    #: Refuse MAIL (530 5.7.0) until the session is under TLS.
+    require_tls: bool = False
+    #: How long a client has to complete a TLS handshake.
+    tls_handshake_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
+    #: Checks credentials: ``async (session, credentials) -> identity | None``. With it, AUTH
+    #: is offered (only under TLS unless ``auth_over_plaintext``).
+    authenticator: Authenticator | None = None
+    #: The SASL mechanisms offered, in order (PLAIN and LOGIN by default).
+    auth_mechanisms: tuple[Mechanism, ...] = attrs.field(
+        factory=_default_mechanisms, converter=_mechanisms
+    )
+    #: Offer AUTH without TLS too (passwords in clear text: for tests and trusted networks).
+    auth_over_plaintext: bool = False
+    #: Refuse MAIL (530 5.7.0) until the client authenticated (a submission server).
+    auth_required: bool = False
+    #: Failed AUTH attempts before the session ends with 421.
+    max_auth_failures: int = attrs.field(default=3, validator=_positive_int)
+
     def __attrs_post_init__(self) -> None:
+        if (self.implicit_tls or self.require_tls) and self.tls_context is None:
+            raise ConfigError("implicit_tls and require_tls need a tls_context")
+        if self.auth_required and self.authenticator is None:
+            raise ConfigError("auth_required needs an authenticator")
         if self.max_message_size is None and self.max_line_length is None:
             raise ConfigError(
                 "max_message_size and max_line_length cannot both be None: a message line "

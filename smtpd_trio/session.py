@@ -14,9 +14,12 @@ deadline, after which it is cancelled and still told 421 if the stream allows).
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import secrets
+import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
@@ -25,21 +28,26 @@ import trio
 from ._smtp import replies
 from ._smtp.events import (
     NEED_DATA,
+    AuthAborted,
+    AuthResponse,
+    AuthStart,
     Closed,
     CloseReason,
-    CommandRejected,
+    Event,
     Hello,
     MailFrom,
     MessageReceived,
     MessageRefused,
     RcptTo,
+    StartTLS,
     TransactionReset,
     Verify,
 )
 from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
+from .auth import Challenge, SASLError, SASLExchange
 from .config import Config
-from .handler import CALLBACK_NAMES, Endpoint, Envelope, Handler, Reject, Session
+from .handler import CALLBACK_NAMES, Endpoint, Envelope, Handler, Reject, Session, TLSInfo
 from .trace import received_header
 
 if TYPE_CHECKING:
@@ -54,6 +62,35 @@ _GOODBYE_TIMEOUT: Final = 1.0  # how long a 421 may take to go out when we are b
 
 _PREFIX: Final = secrets.token_hex(3)
 _counter = itertools.count(1)
+
+
+# The SNI name a client asks for is only visible to the context's sni_callback, which runs
+# inside do_handshake() in the session's own task; a context variable carries it back.
+_SNI: contextvars.ContextVar[list[str]] = contextvars.ContextVar("smtpd_trio_sni")
+_SNI_CONTEXTS: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+
+
+def _capture_sni(context: ssl.SSLContext) -> None:
+    """Wrap the context's sni_callback (once) so the requested name is recorded."""
+    if context in _SNI_CONTEXTS:
+        return
+    previous = context.sni_callback
+
+    def callback(obj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> int | None:
+        box = _SNI.get(None)
+        if box is not None and name:
+            box.append(name)
+        return previous(obj, name, ctx) if previous is not None else None  # type: ignore[arg-type]
+
+    context.sni_callback = callback
+    _SNI_CONTEXTS.add(context)
+
+
+def _tls_error_text(exc: BaseException) -> str:
+    """A short, log-safe description of a handshake failure."""
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    return type(exc).__name__
 
 
 def new_session_id() -> str:
@@ -128,7 +165,17 @@ class SessionDriver:
             bare_line_endings=config.bare_line_endings,
             smtputf8=config.smtputf8,
             banner=config.banner,
+            starttls=config.tls_context is not None,
+            require_tls=config.require_tls,
+            auth_mechanisms=(
+                tuple(m.name for m in config.auth_mechanisms) if config.authenticator else ()
+            ),
+            auth_over_plaintext=config.auth_over_plaintext,
+            auth_required=config.auth_required,
+            max_auth_failures=config.max_auth_failures,
         )
+        self._mechanisms = {m.name.upper(): m for m in config.auth_mechanisms}
+        self._exchange: SASLExchange | None = None
         self._transactions = itertools.count(1)
         self.envelope = self._new_envelope()
         #: Cancelled by the server on shutdown while we wait for a command outside a transaction.
@@ -217,6 +264,10 @@ class SessionDriver:
         sid = self.session.id
         machine = self.machine
         try:
+            if self.config.implicit_tls:
+                if not await self._start_tls():
+                    return
+                machine.tls_active = True
             machine.greet(None if self.quiet else _as_greeting(await self._call("on_connect")))
             if initial_data:
                 machine.receive_data(initial_data)
@@ -256,21 +307,118 @@ class SessionDriver:
                 await self._notify("on_close")
             await trio.aclose_forcefully(self.stream)
 
-    async def _dispatch(
-        self,
-        event: Hello
-        | MailFrom
-        | RcptTo
-        | MessageReceived
-        | Verify
-        | TransactionReset
-        | MessageRefused
-        | CommandRejected,
-    ) -> None:
+    # ---- TLS -----------------------------------------------------------------------------
+
+    async def _start_tls(self) -> bool:
+        """Run the TLS handshake on the stream (implicit TLS or after STARTTLS's 220).
+
+        On success the session's stream is the TLS stream and ``session.tls`` is set; on
+        failure or timeout, one log line and False (the caller ends the session)."""
+        context = self.config.tls_context
+        assert context is not None
+        _capture_sni(context)
+        tls_stream = trio.SSLStream(self.stream, context, server_side=True)
+        sni: list[str] = []
+        token = _SNI.set(sni)
+        try:
+            with trio.move_on_after(self.config.tls_handshake_timeout) as scope:
+                await tls_stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            cause = exc.__cause__
+            log.info(
+                "[%s] TLS handshake failed: %s",
+                self.session.id,
+                _tls_error_text(cause) if cause else "connection lost",
+            )
+            return False
+        finally:
+            _SNI.reset(token)
+        if scope.cancelled_caught:
+            log.info("[%s] TLS handshake timed out", self.session.id)
+            return False
+        self.stream = tls_stream
+        cipher = tls_stream.cipher()
+        peer_cert = tls_stream.getpeercert() if context.verify_mode != ssl.CERT_NONE else None
+        self.session.tls = TLSInfo(
+            version=tls_stream.version() or "unknown",
+            cipher=cipher[0] if cipher else "unknown",
+            server_name=sni[0] if sni else None,
+            peer_certificate=peer_cert or None,
+        )
+        return True
+
+    async def _starttls(self, event: StartTLS) -> None:
+        session = self.session
+        if event.discarded:
+            log.warning(
+                "[%s] discarded %d octet(s) sent in plaintext after STARTTLS",
+                session.id,
+                event.discarded,
+            )
+        await self._flush()
+        if self._broken or not await self._start_tls():
+            self.machine.close(None)
+            return
+        # RFC 3207 §4.2: start afresh; what the PROXY stage learnt is kept.
+        session.helo_name = None
+        session.extended = False
+        session.authenticated_as = None
+        self.envelope = self._new_envelope()
+        self.machine.tls_established()
+        tls = session.tls
+        assert tls is not None
+        log.info("[%s] TLS started: %s %s", session.id, tls.version, tls.cipher)
+
+    # ---- AUTH ----------------------------------------------------------------------------
+
+    async def _auth_step(self, response: bytes | None) -> None:
+        """Feed the mechanism; answer with a challenge, or authenticate the credentials."""
+        machine = self.machine
+        exchange = self._exchange
+        assert exchange is not None
+        try:
+            outcome = exchange.step(response)
+        except SASLError as exc:
+            self._exchange = None
+            log.info("[%s] malformed AUTH response: %s", self.session.id, exc)
+            machine.auth_finish(replies.BAD_SASL_RESPONSE)
+            return
+        if isinstance(outcome, Challenge):
+            machine.auth_challenge(outcome.data)
+            return
+        self._exchange = None
+        authenticator = self.config.authenticator
+        assert authenticator is not None
+        try:
+            identity = await authenticator(self.session, outcome)
+        except Exception:
+            log.exception("[%s] authenticator failed; answering 454", self.session.id)
+            machine.auth_finish(replies.AUTH_TEMPORARY_FAILURE)
+            return
+        if identity is None:
+            log.info("[%s] authentication failed (%r)", self.session.id, outcome)
+            machine.auth_finish(replies.AUTH_FAILED)
+            return
+        self.session.authenticated_as = identity
+        log.info("[%s] authenticated as %s", self.session.id, identity)
+        machine.auth_finish(None)
+
+    async def _dispatch(self, event: Event) -> None:
         machine = self.machine
         session = self.session
         envelope = self.envelope
-        if isinstance(event, MailFrom):
+        if isinstance(event, AuthStart):
+            self._exchange = self._mechanisms[event.mechanism].start()
+            await self._auth_step(event.initial_response)
+        elif isinstance(event, AuthResponse):
+            await self._auth_step(event.data)
+        elif isinstance(event, AuthAborted):
+            self._exchange = None
+        elif isinstance(event, StartTLS):
+            await self._starttls(event)
+        elif isinstance(event, Closed):
+            raise AssertionError("Closed is handled by run()")
+        elif isinstance(event, MailFrom):
             reply = await self._call("on_mail", envelope, event.address, event.params)
             self._respond(reply)
             if reply is None or reply.is_positive:

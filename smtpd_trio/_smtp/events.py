@@ -66,6 +66,45 @@ class Verify:
 
 @final
 @attrs.frozen
+class StartTLS:
+    """Notice: STARTTLS was accepted and its 220 queued. Send it, run the TLS handshake, then
+    call ``tls_established()`` (or ``close()`` if the handshake failed)."""
+
+    #: Plaintext octets the client sent after STARTTLS; they were discarded, never executed.
+    discarded: int
+
+
+@final
+@attrs.frozen
+class AuthStart:
+    """*Decision*: AUTH with an offered mechanism. Run it, then answer with
+    ``auth_challenge()`` or ``auth_finish()``."""
+
+    mechanism: str
+    #: The decoded initial response, or None if the client gave none.
+    initial_response: bytes | None = attrs.field(repr=False)
+
+
+@final
+@attrs.frozen
+class AuthResponse:
+    """*Decision*: the client's (decoded) answer to the last 334 challenge."""
+
+    data: bytes = attrs.field(repr=False)
+
+
+@final
+@attrs.frozen
+class AuthAborted:
+    """Notice: the client cancelled the exchange (``*``) or sent malformed base64; the reply
+    is queued."""
+
+    #: What was sent: 501, or 421 if this was one error too many.
+    reply: Reply
+
+
+@final
+@attrs.frozen
 class TransactionReset:
     """Notice: RSET ended the mail transaction (the 250 is queued). An accepted HELO/EHLO
     also ends it; the I/O layer sees that from the :class:`Hello` it answered."""
@@ -126,7 +165,11 @@ class NeedData(enum.Enum):
 NEED_DATA = NeedData.NEED_DATA
 
 Event = (
-    Hello
+    StartTLS
+    | AuthStart
+    | AuthResponse
+    | AuthAborted
+    | Hello
     | MailFrom
     | RcptTo
     | MessageReceived
@@ -136,4 +179,4 @@ Event = (
     | CommandRejected
     | Closed
 )
-DecisionEvent = Hello | MailFrom | RcptTo | MessageReceived | Verify
+DecisionEvent = Hello | MailFrom | RcptTo | MessageReceived | Verify | AuthStart | AuthResponse

@@ -39,6 +39,7 @@ until NEED_DATA after every :meth:`receive_data`, as the loop above does.
 
 from __future__ import annotations
 
+import binascii
 import enum
 from typing import Final, final
 
@@ -47,6 +48,9 @@ from .body import BareLineEndings, BodyProblem, BodyReader
 from .commands import CommandSyntaxError, parse_helo_name, parse_path_and_params, split_verb
 from .events import (
     NEED_DATA,
+    AuthAborted,
+    AuthResponse,
+    AuthStart,
     Closed,
     CloseReason,
     CommandRejected,
@@ -58,6 +62,7 @@ from .events import (
     MessageRefused,
     NeedData,
     RcptTo,
+    StartTLS,
     TransactionReset,
     Verify,
 )
@@ -77,6 +82,10 @@ class State(enum.Enum):
     RCPT = "rcpt"
     #: Reading the message text after 354.
     DATA = "data"
+    #: Inside an AUTH exchange: the next line is a SASL response, not a command.
+    AUTH = "auth"
+    #: STARTTLS was accepted: waiting for the I/O layer's TLS handshake.
+    TLS_HANDSHAKE = "tls-handshake"
     #: The greeting was a refusal (554): only QUIT is served (RFC 5321 §3.1).
     REFUSED = "refused"
     #: Over; nothing more is read.
@@ -94,12 +103,20 @@ _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
     ("DATA", State.CONNECTED): replies.NEED_MAIL,
     ("DATA", State.READY): replies.NEED_MAIL,
     ("DATA", State.MAIL): replies.NO_VALID_RECIPIENTS,
+    ("AUTH", State.CONNECTED): replies.NEED_EHLO_FOR_AUTH,
+    ("AUTH", State.MAIL): replies.AUTH_IN_TRANSACTION,
+    ("AUTH", State.RCPT): replies.AUTH_IN_TRANSACTION,
+    ("STARTTLS", State.MAIL): replies.BAD_SEQUENCE,
+    ("STARTTLS", State.RCPT): replies.BAD_SEQUENCE,
 }
 
-# Recognised commands this server does not offer (yet): 502, not 500.
+# Recognised commands this server does not offer (STARTTLS and AUTH: when not configured): 502.
 _NOT_IMPLEMENTED: Final = frozenset(
     {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "STARTTLS", "AUTH", "BDAT"}
 )
+
+#: RFC 4954 §4: a SASL response line may be up to 12288 octets.
+MAX_AUTH_LINE: Final = 12288
 
 #: RFC 5321 §4.5.3.1.4: 512 octets with CRLF, plus what extensions allow: SIZE (RFC 1870, 26),
 #: BODY=8BITMIME (RFC 6152, 14) and SMTPUTF8 (RFC 6531, 10).
@@ -111,6 +128,16 @@ _HELP: Final = Reply(
     "2.0.0",
     "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
 )
+
+
+def _b64decode(text: str) -> bytes | None:
+    """Strict base64 (RFC 4954 §4): ``=`` alone is an empty response; None if malformed."""
+    if text == "=":
+        return b""
+    try:
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
 
 
 def _excerpt(line: bytes) -> str:
@@ -134,6 +161,13 @@ class SMTPMachine:
         bare_line_endings: BareLineEndings = BareLineEndings.REJECT,
         smtputf8: bool = True,
         banner: str = "ESMTP smtpd-trio ready",
+        starttls: bool = False,
+        tls_active: bool = False,
+        require_tls: bool = False,
+        auth_mechanisms: tuple[str, ...] = (),
+        auth_over_plaintext: bool = False,
+        auth_required: bool = False,
+        max_auth_failures: int = 3,
     ) -> None:
         self.hostname = hostname
         self.max_message_size = max_message_size
@@ -144,6 +178,18 @@ class SMTPMachine:
         self.bare_line_endings = bare_line_endings
         self.smtputf8 = smtputf8
         self.banner = banner
+        #: STARTTLS is offered (a TLS context exists); ignored once TLS is active.
+        self.starttls = starttls
+        #: The session is under TLS (implicit TLS, or after STARTTLS).
+        self.tls_active = tls_active
+        self.require_tls = require_tls
+        self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
+        self.auth_over_plaintext = auth_over_plaintext
+        self.auth_required = auth_required
+        self.max_auth_failures = max_auth_failures
+        #: True once AUTH succeeded.
+        self.authenticated = False
+        self.auth_failures = 0
 
         self.state = State.CONNECTED
         #: The number of protocol errors so far.
@@ -165,6 +211,7 @@ class SMTPMachine:
         self._out: list[bytes] = []
         self._pending: DecisionEvent | None = None
         self._body: BodyReader | None = None
+        self._auth_return = State.READY
 
     # ---- output --------------------------------------------------------------------------
 
@@ -233,6 +280,8 @@ class SMTPMachine:
             raise RuntimeError("call greet() first")
         if self._pending is not None:
             raise RuntimeError(f"respond() to {type(self._pending).__name__} first")
+        if self.state is State.TLS_HANDSHAKE:
+            raise RuntimeError("call tls_established() (or close()) after the TLS handshake")
         while True:
             if self.state is State.CLOSED:
                 return Closed(self._close_reason or CloseReason.PEER_CLOSED, self._dropped)
@@ -241,7 +290,12 @@ class SMTPMachine:
                 event = self._read_body()
             else:
                 line = self._next_line()
-                event = NEED_DATA if line is None else self._handle_line(line)
+                if line is None:
+                    event = NEED_DATA
+                elif self.state is State.AUTH:
+                    event = self._auth_line(line)
+                else:
+                    event = self._handle_line(line)
             if event is None:
                 continue  # answered by the machine itself: take the next command
             if event is not NEED_DATA:
@@ -262,8 +316,9 @@ class SMTPMachine:
         as a line longer than the limit, truncated, so the caller answers 500 once."""
         buf = self._buf
         end = buf.find(b"\r\n", self._pos)
+        limit = MAX_AUTH_LINE if self.state is State.AUTH else self.max_command_line
         if end < 0:
-            if len(buf) - self._pos > self.max_command_line:
+            if len(buf) - self._pos > limit:
                 # Keep only a possible CR of a split CRLF; the rest of the line is junk.
                 keep = buf[-1:] if buf.endswith(b"\r") else b""
                 if self._discarding is None:
@@ -275,7 +330,7 @@ class SMTPMachine:
         self._pos = end + 2
         if self._discarding is not None:
             head, self._discarding = self._discarding, None
-            return head.ljust(self.max_command_line + 1, b"\x00")
+            return head.ljust(limit + 1, b"\x00")
         return line
 
     # ---- commands ------------------------------------------------------------------------
@@ -332,6 +387,10 @@ class SMTPMachine:
             if verb == "HELP":
                 self._reply(_HELP)
                 return None
+            if verb == "STARTTLS" and (self.starttls or self.tls_active):
+                return self._starttls(arg, raw)
+            if verb == "AUTH" and self.auth_mechanisms:
+                return self._auth(arg, raw)
         except CommandSyntaxError as exc:
             return self._error(exc.reply, raw)
         if verb in _NOT_IMPLEMENTED:
@@ -340,17 +399,134 @@ class SMTPMachine:
 
     def _refuse(self, outcome: Event | Reply, raw: bytes) -> Event:
         """A limit or policy refusal of MAIL/RCPT (552, 452, 553): answered and reported, but
-        not a protocol error, so it does not count towards max_errors."""
+        not a protocol error, so it does not count towards max_errors. A 530 (TLS or AUTH
+        required first) does count: a client ignoring it is not going to get anywhere."""
         if isinstance(outcome, Reply):
+            if outcome.code == 530:
+                return self._error(outcome, raw)
             self._reply(outcome)
             return CommandRejected(_excerpt(raw), outcome)
         return outcome
+
+    # ---- STARTTLS (RFC 3207) --------------------------------------------------------------
+
+    def _starttls(self, arg: str | None, raw: bytes) -> Event:
+        if arg is not None:
+            return self._error(replies.syntax_error("STARTTLS takes no argument"), raw)
+        if self.tls_active:
+            return self._error(replies.TLS_ALREADY_ACTIVE, raw)
+        self._reply(replies.READY_FOR_TLS)
+        # Whatever the client sent after STARTTLS in plaintext is discarded, never executed
+        # inside the TLS session (CVE-2011-0411 class; aiosmtpd CVE-2024-34083).
+        discarded = len(self._buf) - self._pos
+        self._buf.clear()
+        self._pos = 0
+        self.state = State.TLS_HANDSHAKE
+        return StartTLS(discarded)
+
+    def tls_established(self) -> None:
+        """The TLS handshake after STARTTLS succeeded: the session starts afresh (RFC 3207
+        §4.2: HELO/EHLO, the transaction and any authentication are forgotten)."""
+        if self.state is not State.TLS_HANDSHAKE:
+            raise RuntimeError("tls_established() without a STARTTLS")
+        self._buf.clear()
+        self._pos = 0
+        self.tls_active = True
+        self.extended = False
+        self.authenticated = False
+        self._reset_transaction()
+        self.state = State.CONNECTED
+
+    # ---- AUTH (RFC 4954) -----------------------------------------------------------------
+
+    @property
+    def auth_offered(self) -> bool:
+        return bool(self.auth_mechanisms) and (self.tls_active or self.auth_over_plaintext)
+
+    def _auth(self, arg: str | None, raw: bytes) -> Event:
+        if not self.auth_offered:
+            return self._error(replies.ENCRYPTION_REQUIRED_FOR_AUTH, raw)
+        if self.authenticated:
+            return self._error(replies.ALREADY_AUTHENTICATED, raw)
+        if arg is None:
+            return self._error(replies.syntax_error("AUTH needs a mechanism"), raw)
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper() if mechanism.isascii() else mechanism
+        if mechanism not in self.auth_mechanisms:
+            return self._error(replies.UNKNOWN_AUTH_MECHANISM, raw)
+        response: bytes | None = None
+        if initial:
+            if " " in initial:
+                return self._error(replies.syntax_error("AUTH takes one initial response"), raw)
+            decoded = _b64decode(initial)
+            if decoded is None:
+                return self._error(replies.BAD_BASE64, raw)
+            response = decoded
+        self._auth_return = self.state
+        return self._decide(AuthStart(mechanism, response))
+
+    def _auth_line(self, raw: bytes) -> Event:
+        if len(raw) + 2 > MAX_AUTH_LINE:
+            self.state = self._auth_return
+            return self._error(replies.LINE_TOO_LONG, raw)
+        if raw == b"*":
+            self.state = self._auth_return
+            return AuthAborted(self._count_auth_error(replies.AUTH_CANCELLED))
+        decoded = _b64decode(raw.decode("ascii", "replace"))
+        if decoded is None:
+            self.state = self._auth_return
+            return AuthAborted(self._count_auth_error(replies.BAD_BASE64))
+        self.state = self._auth_return
+        return self._decide(AuthResponse(decoded))
+
+    def _count_auth_error(self, reply: Reply) -> Reply:
+        """Queue a protocol error ending an exchange; returns what was really sent."""
+        self.errors += 1
+        if self.errors >= self.max_errors:
+            self._reply(replies.TOO_MANY_ERRORS)
+            self._close(CloseReason.TOO_MANY_ERRORS)
+            return replies.TOO_MANY_ERRORS
+        self._reply(reply)
+        return reply
+
+    def auth_challenge(self, challenge: bytes) -> None:
+        """Answer AuthStart/AuthResponse with a ``334`` challenge; the client's next line
+        comes back as an :class:`AuthResponse` (or an :class:`AuthAborted`)."""
+        event = self._pending
+        if not isinstance(event, AuthStart | AuthResponse):
+            raise RuntimeError("no AUTH exchange is waiting for a challenge")
+        self._pending = None
+        self._reply(Reply(334, None, binascii.b2a_base64(challenge, newline=False).decode()))
+        self.state = State.AUTH
+
+    def auth_finish(self, reply: Reply | None = None) -> None:
+        """End the pending exchange: None succeeds (235); a 4xx/5xx reply fails (535 5.7.8,
+        454 4.7.0 for a temporary failure, 501 for a malformed response). After
+        ``max_auth_failures`` failures the session ends with 421."""
+        event = self._pending
+        if not isinstance(event, AuthStart | AuthResponse):
+            raise RuntimeError("no AUTH exchange is pending")
+        self._pending = None
+        if reply is None or reply.is_positive:
+            self.authenticated = True
+            self._reply(reply or replies.AUTH_SUCCEEDED)
+            return
+        self.auth_failures += 1
+        if self.auth_failures >= self.max_auth_failures:
+            self._reply(replies.TOO_MANY_AUTH_FAILURES)
+            self._close(CloseReason.TOO_MANY_ERRORS)
+            return
+        self._reply(reply)
 
     def _decide(self, event: DecisionEvent) -> DecisionEvent:
         self._pending = event
         return event
 
     def _mail(self, arg: str | None) -> Event | Reply:
+        if self.require_tls and not self.tls_active:
+            return replies.TLS_REQUIRED
+        if self.auth_required and not self.authenticated:
+            return replies.AUTH_REQUIRED
         address, params = parse_path_and_params(
             arg,
             prefix="FROM:",
@@ -452,10 +628,13 @@ class SMTPMachine:
 
     def respond(self, reply: Reply | None = None) -> None:
         """Answer the pending decision event: None accepts with the standard reply; a 4xx or 5xx
-        reply refuses (the state does not move); a positive reply accepts with that text."""
+        reply refuses (the state does not move); a positive reply accepts with that text.
+        (AUTH events are answered with :meth:`auth_challenge` / :meth:`auth_finish`.)"""
         event = self._pending
         if event is None:
             raise RuntimeError("no decision is pending")
+        if isinstance(event, AuthStart | AuthResponse):
+            raise RuntimeError("answer AUTH with auth_challenge() or auth_finish()")
         self._pending = None
         accepted = reply is None or reply.is_positive
         if isinstance(event, Hello):
@@ -491,7 +670,12 @@ class SMTPMachine:
         keywords.append("8BITMIME")
         if self.smtputf8:
             keywords.append("SMTPUTF8")
-        keywords += ["PIPELINING", "ENHANCEDSTATUSCODES", "HELP"]
+        keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
+        if self.starttls and not self.tls_active:
+            keywords.append("STARTTLS")
+        if self.auth_offered:
+            keywords.append("AUTH " + " ".join(self.auth_mechanisms))
+        keywords.append("HELP")
         return keywords
 
     def _ehlo_reply(self) -> Reply:

@@ -126,6 +126,29 @@ NON_ASCII_ADDRESS: Final = Reply(553, "5.6.7", "Non-ASCII address requires SMTPU
 QUIT_OK: Final = Reply(221, "2.0.0", "Bye")
 
 
+# STARTTLS (RFC 3207) and AUTH (RFC 4954)
+READY_FOR_TLS: Final = Reply(220, "2.0.0", "Ready to start TLS")
+TLS_ALREADY_ACTIVE: Final = Reply(503, "5.5.1", "TLS already active")
+TLS_REQUIRED: Final = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+AUTH_REQUIRED: Final = Reply(530, "5.7.0", "Authentication required")
+AUTH_SUCCEEDED: Final = Reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED: Final = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_TEMPORARY_FAILURE: Final = Reply(454, "4.7.0", "Temporary authentication failure")
+AUTH_CANCELLED: Final = Reply(501, "5.7.0", "Authentication cancelled")
+BAD_BASE64: Final = Reply(501, "5.5.2", "Cannot decode response: not valid base64")
+BAD_SASL_RESPONSE: Final = Reply(501, "5.5.2", "Malformed authentication response")
+ENCRYPTION_REQUIRED_FOR_AUTH: Final = Reply(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
+UNKNOWN_AUTH_MECHANISM: Final = Reply(504, "5.5.4", "Unrecognized authentication type")
+ALREADY_AUTHENTICATED: Final = Reply(503, "5.5.1", "Already authenticated")
+NEED_EHLO_FOR_AUTH: Final = Reply(503, "5.5.1", "Send EHLO first")
+AUTH_IN_TRANSACTION: Final = Reply(503, "5.5.1", "AUTH not permitted during a mail transaction")
+TOO_MANY_AUTH_FAILURES: Final = Reply(
+    421, "4.7.0", "Too many failed authentication attempts, closing connection"
+)
+
+
 def syntax_error(text: str) -> Reply:
     """501 with our text: the command was recognised but its arguments were not."""
     return Reply(501, "5.5.4", f"Syntax error: {text}")
