@@ -62,15 +62,16 @@ def endpoint_of(address: object) -> Endpoint:
     return Endpoint("unknown")
 
 
-def stream_endpoints(stream: trio.abc.Stream) -> tuple[Endpoint, Endpoint | None]:
-    """The (peer, local) endpoints of a socket stream; ("unknown", None) for other streams."""
+def stream_endpoints(stream: trio.abc.Stream) -> tuple[Endpoint | None, Endpoint | None]:
+    """The (peer, local) endpoints of a socket stream; ("unknown", None) for other streams,
+    and (None, None) for a socket whose peer is already gone (reset before we got to it)."""
     sock = getattr(stream, "socket", None)
     if sock is None:
         return Endpoint("unknown"), None
     try:
         return endpoint_of(sock.getpeername()), endpoint_of(sock.getsockname())
     except OSError:
-        return Endpoint("unknown"), None
+        return None, None
 
 
 def _warn_unknown_callbacks(handler: object) -> None:
@@ -186,9 +187,14 @@ class SMTPServer:
         ``peer`` defaults to the socket's peer address; pass it for streams that are not
         sockets (tests use memory streams). Never raises on bad input from the network.
         """
+        session_id = new_session_id()
         if peer is None:
             peer, _local = stream_endpoints(stream)
-        session_id = new_session_id()
+            if peer is None:
+                # Reset before we served it (TCP health checks do this): nothing to say to it.
+                log.debug("[%s] peer went away before it was served", session_id)
+                await trio.aclose_forcefully(stream)
+                return
         if self.config.max_connections is not None and self._active >= self.config.max_connections:
             log.warning("[%s] refused %s: max_connections reached", session_id, peer)
             with trio.move_on_after(_REFUSE_TIMEOUT):
