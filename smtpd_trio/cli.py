@@ -202,8 +202,10 @@ def _config(args: argparse.Namespace) -> Config:
         for entry in args.auth:
             user, sep, password = entry.partition(":")
             if not sep or not user or not password:
-                raise ConfigError(f"--auth needs USER:PASSWORD, not {user!r}...")
+                raise ConfigError("--auth needs USER:PASSWORD (a user name, a colon, a password)")
             users[user] = password
+        if not args.tls_cert:
+            raise ConfigError("--auth needs --tls-cert: AUTH is only offered under TLS")
         fields["authenticator"] = StaticAuthenticator(users)
     return Config(**fields)  # type: ignore[arg-type]
 

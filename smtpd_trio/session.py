@@ -14,6 +14,7 @@ deadline, after which it is cancelled and still told 421 if the stream allows).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import logging
@@ -45,7 +46,7 @@ from ._smtp.events import (
 )
 from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
-from .auth import Challenge, SASLError, SASLExchange
+from .auth import Challenge, LoginCredentials, SASLError, SASLExchange
 from .config import Config
 from .handler import CALLBACK_NAMES, Endpoint, Envelope, Handler, Reject, Session, TLSInfo
 from .trace import received_header
@@ -131,6 +132,32 @@ def _as_greeting(reply: Reply | None) -> Reply | None:
     if reply is None or reply.is_positive or reply.code in (421, 554):
         return reply
     return Reply(421 if reply.code < 500 else 554, reply.enhanced, reply.text, reply.more)
+
+
+@final
+class _PrefixedStream(trio.abc.Stream):
+    """A stream whose first bytes were already read from it: they come back first."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if not self._prefix:
+            return await self._stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(self._prefix) if max_bytes is None else max_bytes
+        data, self._prefix = self._prefix[:size], self._prefix[size:]
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 @final
@@ -265,6 +292,11 @@ class SessionDriver:
         machine = self.machine
         try:
             if self.config.implicit_tls:
+                if initial_data:
+                    # Bytes read together with the PROXY header are the start of the client's
+                    # TLS handshake, not SMTP: hand them to the TLS layer.
+                    self.stream = _PrefixedStream(self.stream, initial_data)
+                    initial_data = b""
                 if not await self._start_tls():
                     return
                 machine.tls_active = True
@@ -305,6 +337,15 @@ class SessionDriver:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
                 await self._notify("on_close")
+            if isinstance(self.stream, trio.SSLStream) and not self._broken:
+                # End TLS with close_notify (RFC 8446 §6.1), so the client sees a clean close
+                # after 221/421 rather than a truncation error.
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(_GOODBYE_TIMEOUT),
+                    contextlib.suppress(trio.BrokenResourceError, ssl.SSLError),
+                ):
+                    await self.stream.aclose()
             await trio.aclose_forcefully(self.stream)
 
     # ---- TLS -----------------------------------------------------------------------------
@@ -396,7 +437,10 @@ class SessionDriver:
             machine.auth_finish(replies.AUTH_TEMPORARY_FAILURE)
             return
         if identity is None:
-            log.info("[%s] authentication failed (%r)", self.session.id, outcome)
+            # Only LoginCredentials are known to keep the secret out of their repr; of other
+            # credentials (a custom mechanism's token, say) only the type is logged.
+            shown = outcome if isinstance(outcome, LoginCredentials) else type(outcome).__name__
+            log.info("[%s] authentication failed (%s)", self.session.id, shown)
             machine.auth_finish(replies.AUTH_FAILED)
             return
         self.session.authenticated_as = identity

@@ -446,6 +446,8 @@ class SMTPMachine:
     def _auth(self, arg: str | None, raw: bytes) -> Event:
         if not self.auth_offered:
             return self._error(replies.ENCRYPTION_REQUIRED_FOR_AUTH, raw)
+        if not self.extended:
+            return self._error(replies.NEED_EHLO_FOR_AUTH, raw)  # RFC 4954 §4: EHLO only
         if self.authenticated:
             return self._error(replies.ALREADY_AUTHENTICATED, raw)
         if arg is None:
