@@ -9,7 +9,7 @@ from ._smtp.body import BareLineEndings
 from ._smtp.replies import Reply
 from .config import Config
 from .errors import ConfigError, SMTPDTrioError
-from .handler import Endpoint, Envelope, Handler, Reject, Session, TLSInfo
+from .handler import Endpoint, Envelope, Handler, MessageAborted, Reject, Session, TLSInfo
 from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
 from .session import run_session
 from .trace import received_header
@@ -23,6 +23,7 @@ __all__ = [
     "Endpoint",
     "Envelope",
     "Handler",
+    "MessageAborted",
     "Reject",
     "Reply",
     "SMTPDTrioError",

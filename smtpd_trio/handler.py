@@ -9,6 +9,7 @@ A handler is any object with some of these async methods (all optional; a missin
     async def on_mail(self, session, envelope, address, params) -> Reply | None
     async def on_rcpt(self, session, envelope, address, params) -> Reply | None
     async def on_data(self, session, envelope) -> Reply | None
+    async def on_data_chunks(self, session, envelope, chunks) -> Reply | None   (streaming)
     async def on_reset(self, session, envelope) -> None
     async def on_close(self, session) -> None
 
@@ -21,17 +22,27 @@ text never reaches the client.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 
 from ._smtp.replies import Reply
+from .errors import SMTPDTrioError
 
 if TYPE_CHECKING:
     from .proxy import ProxyInfo
 
-__all__ = ["CALLBACK_NAMES", "Endpoint", "Envelope", "Handler", "Reject", "Session", "TLSInfo"]
+__all__ = [
+    "CALLBACK_NAMES",
+    "Endpoint",
+    "Envelope",
+    "Handler",
+    "MessageAborted",
+    "Reject",
+    "Session",
+    "TLSInfo",
+]
 
 
 @final
@@ -143,6 +154,11 @@ class Reject(Exception):
         super().__init__(str(self.reply))
 
 
+class MessageAborted(SMTPDTrioError):
+    """Raised inside :meth:`Handler.on_data_chunks` iteration: the message will not be
+    accepted (it broke a limit, or the connection ended). Stop processing it."""
+
+
 class Handler:
     """A handler that accepts everything. Subclass it and override what you need.
 
@@ -185,6 +201,28 @@ class Handler:
         the 250 goes out when this returns."""
         return None
 
+    async def on_data_chunks(
+        self, session: Session, envelope: Envelope, chunks: AsyncIterator[bytes]
+    ) -> Reply | None:
+        """Streaming instead of :meth:`on_data`: define this to receive the message text as
+        it arrives, for messages larger than you want in memory::
+
+            async for chunk in chunks:
+                await sink.write(chunk)
+
+        The server reads from the client only when you ask for the next chunk (backpressure),
+        so memory stays at about one read (64 KiB) whatever the message size. Iteration
+        stops at the real end of the message; if the message is refused on the way (size
+        limit, bare line endings) or the connection ends, it raises :class:`MessageAborted`:
+        let it propagate (or catch it to clean up); the client gets the refusal, not 451.
+        ``envelope.content`` stays None; ``envelope.received_header`` is set. What you do not
+        read is read and dropped for you. Return only once the message is safely stored: the
+        250 goes out when this returns. When a handler defines this, on_data is not called.
+        """
+        async for _ in chunks:
+            pass
+        return None
+
     async def on_reset(self, session: Session, envelope: Envelope) -> None:
         """RSET, or HELO/EHLO, ended the transaction ``envelope`` (which may be empty)."""
 
@@ -201,6 +239,7 @@ CALLBACK_NAMES: Final = (
     "on_mail",
     "on_rcpt",
     "on_data",
+    "on_data_chunks",
     "on_reset",
     "on_close",
 )

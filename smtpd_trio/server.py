@@ -95,6 +95,11 @@ class SMTPServer:
         self.config = config or Config()
         self._callbacks = _callbacks(handler)
         _warn_unknown_callbacks(handler)
+        if "on_data_chunks" in self._callbacks and "on_data" in self._callbacks:
+            log.warning(
+                "handler %s defines on_data and on_data_chunks: only on_data_chunks is called",
+                type(handler).__name__,
+            )
         self._drivers: set[SessionDriver] = set()
         self._shutting_down = False
         self._accept_scope: trio.CancelScope | None = None

@@ -21,7 +21,7 @@ import logging
 import secrets
 import ssl
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import trio
@@ -34,11 +34,15 @@ from ._smtp.events import (
     AuthStart,
     Closed,
     CloseReason,
+    CommandRejected,
     Event,
     Hello,
     MailFrom,
+    MessageChunk,
+    MessageEnd,
     MessageReceived,
     MessageRefused,
+    MessageStart,
     RcptTo,
     StartTLS,
     TransactionReset,
@@ -48,7 +52,16 @@ from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
 from .auth import Challenge, LoginCredentials, SASLError, SASLExchange
 from .config import Config
-from .handler import CALLBACK_NAMES, Endpoint, Envelope, Handler, Reject, Session, TLSInfo
+from .handler import (
+    CALLBACK_NAMES,
+    Endpoint,
+    Envelope,
+    Handler,
+    MessageAborted,
+    Reject,
+    Session,
+    TLSInfo,
+)
 from .trace import received_header
 
 if TYPE_CHECKING:
@@ -200,6 +213,7 @@ class SessionDriver:
             auth_over_plaintext=config.auth_over_plaintext,
             auth_required=config.auth_required,
             max_auth_failures=config.max_auth_failures,
+            stream_body="on_data_chunks" in self.callbacks,
         )
         self._mechanisms = {m.name.upper(): m for m in config.auth_mechanisms}
         self._exchange: SASLExchange | None = None
@@ -288,7 +302,6 @@ class SessionDriver:
 
     async def run(self, initial_data: bytes = b"") -> None:
         """Serve the session to its end; always closes the stream."""
-        sid = self.session.id
         machine = self.machine
         try:
             if self.config.implicit_tls:
@@ -306,22 +319,7 @@ class SessionDriver:
             while True:
                 event = machine.next_event()
                 if event is NEED_DATA:
-                    await self._flush()
-                    if self._broken:
-                        machine.receive_data(b"")
-                        continue
-                    if self._shutting_down() and not machine.in_transaction:
-                        machine.close(replies.SERVICE_SHUTTING_DOWN)
-                        continue
-                    data = await self._receive()
-                    if data is None:
-                        if self._shutting_down() and not machine.in_transaction:
-                            machine.close(replies.SERVICE_SHUTTING_DOWN)
-                        else:
-                            log.info("[%s] timeout waiting for the client", sid)
-                            machine.close(replies.SERVICE_CLOSING_TIMEOUT)
-                    else:
-                        machine.receive_data(data)
+                    await self._fill()
                     continue
                 if isinstance(event, Closed):
                     await self._flush()
@@ -447,6 +445,88 @@ class SessionDriver:
         log.info("[%s] authenticated as %s", self.session.id, identity)
         machine.auth_finish(None)
 
+    async def _fill(self) -> None:
+        """The machine needs input: send what it queued, then read (or close it on timeout,
+        shutdown or a broken stream)."""
+        machine = self.machine
+        await self._flush()
+        if self._broken:
+            machine.receive_data(b"")
+            return
+        if self._shutting_down() and not machine.in_transaction:
+            machine.close(replies.SERVICE_SHUTTING_DOWN)
+            return
+        data = await self._receive()
+        if data is None:
+            if self._shutting_down() and not machine.in_transaction:
+                machine.close(replies.SERVICE_SHUTTING_DOWN)
+            else:
+                log.info("[%s] timeout waiting for the client", self.session.id)
+                machine.close(replies.SERVICE_CLOSING_TIMEOUT)
+        else:
+            machine.receive_data(data)
+
+    # ---- streaming DATA ------------------------------------------------------------------
+
+    async def _chunks(self, end: list[Event]) -> AsyncGenerator[bytes, None]:
+        """The message text as it arrives; reading only when the handler asks (backpressure).
+        Stops at a good end; raises MessageAborted if the message is refused or the
+        connection ends. The event that ended it goes into ``end``."""
+        machine = self.machine
+        while True:
+            event = machine.next_event()
+            if event is NEED_DATA:
+                await self._fill()
+            elif isinstance(event, MessageChunk):
+                yield event.data
+            else:
+                end.append(event)
+                if isinstance(event, MessageEnd):
+                    return
+                raise MessageAborted(
+                    f"message refused: {event.problem.value}"
+                    if isinstance(event, MessageRefused)
+                    else "connection ended before the end of the message"
+                )
+
+    async def _stream_message(self) -> None:
+        """DATA with a streaming handler: hand it the chunks, then answer the end."""
+        session, envelope = self.session, self.envelope
+        envelope.received_header = received_header(session, envelope)
+        end: list[Event] = []
+        chunks = self._chunks(end)
+        try:
+            reply = await self._call("on_data_chunks", envelope, chunks)
+            # Whatever the handler did not read is read (and dropped) here, to the real end.
+            with contextlib.suppress(MessageAborted):
+                async for _ in chunks:
+                    pass
+        finally:
+            await chunks.aclose()
+        last = end[0] if end else None
+        if isinstance(last, MessageEnd):
+            self._respond(reply)
+            self._log_message(reply, last.size)
+        elif isinstance(last, MessageRefused):
+            await self._dispatch(last)
+        # Closed: the main loop sees it next.
+
+    def _log_message(self, reply: Reply | None, size: int) -> None:
+        session, envelope = self.session, self.envelope
+        accepted = reply is None or reply.is_positive
+        if accepted:
+            session.messages_accepted += 1
+        log.info(
+            "[%s] message %s %s: from=<%s> rcpts=%d size=%d",
+            session.id,
+            envelope.id,
+            "accepted" if accepted else f"refused ({reply.code if reply else ''})",
+            envelope.mail_from,
+            len(envelope.rcpt_tos),
+            size,
+        )
+        self.envelope = self._new_envelope()
+
     async def _dispatch(self, event: Event) -> None:
         machine = self.machine
         session = self.session
@@ -462,6 +542,8 @@ class SessionDriver:
             await self._starttls(event)
         elif isinstance(event, Closed):
             raise AssertionError("Closed is handled by run()")
+        elif isinstance(event, MessageChunk | MessageEnd):
+            raise AssertionError("message text is read by _stream_message()")
         elif isinstance(event, MailFrom):
             reply = await self._call("on_mail", envelope, event.address, event.params)
             self._respond(reply)
@@ -479,19 +561,9 @@ class SessionDriver:
             envelope.received_header = received_header(session, envelope)
             reply = await self._call("on_data", envelope)
             self._respond(reply)
-            accepted = reply is None or reply.is_positive
-            if accepted:
-                session.messages_accepted += 1
-            log.info(
-                "[%s] message %s %s: from=<%s> rcpts=%d size=%d",
-                session.id,
-                envelope.id,
-                "accepted" if accepted else f"refused ({reply.code if reply else ''})",
-                envelope.mail_from,
-                len(envelope.rcpt_tos),
-                len(event.content),
-            )
-            self.envelope = self._new_envelope()
+            self._log_message(reply, len(event.content))
+        elif isinstance(event, MessageStart):
+            await self._stream_message()
         elif isinstance(event, Hello):
             reply = await self._call("on_helo", event.name, event.extended)
             self._respond(reply)
@@ -515,9 +587,8 @@ class SessionDriver:
                 event.size,
             )
             self.envelope = self._new_envelope()
-        else:  # CommandRejected
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("[%s] %s -> %s", session.id, event.excerpt, event.reply)
+        elif isinstance(event, CommandRejected) and log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] %s -> %s", session.id, event.excerpt, event.reply)
 
     def _log_close(self, event: Closed) -> None:
         if self.quiet:

@@ -137,6 +137,15 @@ class BodyReader:
         self._parts = []
         return BodyResult(content=content, problem=self._problem, size=self._size)
 
+    def take(self) -> bytes:
+        """The message text read since the last call, for streaming (empty once a problem
+        was found: the message is refused and nothing more of it is handed out)."""
+        if not self._parts:
+            return b""
+        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts = []
+        return data
+
     def _flag(self, problem: BodyProblem) -> None:
         """Record a problem; the gravest one wins, so the verdict never depends on how the
         input was split into chunks (see :attr:`BodyResult.problem`)."""

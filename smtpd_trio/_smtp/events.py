@@ -58,6 +58,32 @@ class MessageReceived:
 
 @final
 @attrs.frozen
+class MessageStart:
+    """Notice (streaming mode only): DATA was accepted and its 354 queued; the message text
+    follows as :class:`MessageChunk` events, then :class:`MessageEnd` or
+    :class:`MessageRefused` (or :class:`Closed` if the connection ends first)."""
+
+
+@final
+@attrs.frozen
+class MessageChunk:
+    """Notice (streaming mode only): the next piece of un-stuffed message text."""
+
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
+
+
+@final
+@attrs.frozen
+class MessageEnd:
+    """*Decision* (streaming mode only): the message ended well at ``<CRLF>.<CRLF>``; every
+    chunk was handed out. Answer it with ``respond()`` as for :class:`MessageReceived`."""
+
+    #: Octets of message text.
+    size: int
+
+
+@final
+@attrs.frozen
 class Verify:
     """*Decision*: VRFY with an argument (the default answer is 252)."""
 
@@ -165,7 +191,10 @@ class NeedData(enum.Enum):
 NEED_DATA = NeedData.NEED_DATA
 
 Event = (
-    StartTLS
+    MessageStart
+    | MessageChunk
+    | MessageEnd
+    | StartTLS
     | AuthStart
     | AuthResponse
     | AuthAborted
@@ -179,4 +208,6 @@ Event = (
     | CommandRejected
     | Closed
 )
-DecisionEvent = Hello | MailFrom | RcptTo | MessageReceived | Verify | AuthStart | AuthResponse
+DecisionEvent = (
+    MessageEnd | Hello | MailFrom | RcptTo | MessageReceived | Verify | AuthStart | AuthResponse
+)

@@ -44,7 +44,7 @@ import enum
 from typing import Final, final
 
 from . import replies
-from .body import BareLineEndings, BodyProblem, BodyReader
+from .body import BareLineEndings, BodyProblem, BodyReader, BodyResult
 from .commands import CommandSyntaxError, parse_helo_name, parse_path_and_params, split_verb
 from .events import (
     NEED_DATA,
@@ -58,8 +58,11 @@ from .events import (
     Event,
     Hello,
     MailFrom,
+    MessageChunk,
+    MessageEnd,
     MessageReceived,
     MessageRefused,
+    MessageStart,
     NeedData,
     RcptTo,
     StartTLS,
@@ -168,6 +171,7 @@ class SMTPMachine:
         auth_over_plaintext: bool = False,
         auth_required: bool = False,
         max_auth_failures: int = 3,
+        stream_body: bool = False,
     ) -> None:
         self.hostname = hostname
         self.max_message_size = max_message_size
@@ -187,6 +191,9 @@ class SMTPMachine:
         self.auth_over_plaintext = auth_over_plaintext
         self.auth_required = auth_required
         self.max_auth_failures = max_auth_failures
+        #: Hand out message text in chunks as it arrives (MessageStart, MessageChunk,
+        #: MessageEnd) instead of one MessageReceived at the end.
+        self.stream_body = stream_body
         #: True once AUTH succeeded.
         self.authenticated = False
         self.auth_failures = 0
@@ -212,6 +219,8 @@ class SMTPMachine:
         self._pending: DecisionEvent | None = None
         self._body: BodyReader | None = None
         self._auth_return = State.READY
+        # Streaming: the end of a message, held back until its last chunk was handed out.
+        self._body_result: BodyResult | None = None
 
     # ---- output --------------------------------------------------------------------------
 
@@ -587,7 +596,7 @@ class SMTPMachine:
             max_line_length=self.max_line_length,
             bare_line_endings=self.bare_line_endings,
         )
-        return None
+        return MessageStart() if self.stream_body else None
 
     def _rset(self, arg: str | None) -> Event | None:
         if arg is not None:
@@ -605,18 +614,34 @@ class SMTPMachine:
     def _read_body(self) -> Event | NeedData:
         body = self._body
         assert body is not None
+        held = self._body_result
+        if held is not None:
+            self._body_result = None
+            return self._end_body(held)
         pending = bytes(self._buf[self._pos :])
         self._buf.clear()
         self._pos = 0
         result = body.feed(pending) if pending else None
         if result is None:
+            if self.stream_body:
+                chunk = body.take()
+                if chunk:
+                    return MessageChunk(chunk)
             return NEED_DATA
         self._buf += body.trailing
+        if self.stream_body and result.content:
+            self._body_result = result  # hand out the last chunk first
+            return MessageChunk(result.content)
+        return self._end_body(result)
+
+    def _end_body(self, result: BodyResult) -> Event:
         self._body = None
         self.state = State.READY
         self.recipients = 0
         self.transaction_smtputf8 = False
         if result.problem is None:
+            if self.stream_body:
+                return self._decide(MessageEnd(result.size))
             return self._decide(MessageReceived(result.content))
         reply = {
             BodyProblem.TOO_BIG: replies.MESSAGE_TOO_BIG,
@@ -656,7 +681,7 @@ class SMTPMachine:
                 self.state = State.RCPT
                 self.recipients += 1
             reply = reply or replies.RECIPIENT_OK
-        elif isinstance(event, MessageReceived):
+        elif isinstance(event, MessageReceived | MessageEnd):
             reply = reply or replies.MESSAGE_ACCEPTED
         else:
             reply = reply or replies.VRFY_CANNOT
