@@ -13,7 +13,9 @@ import logging
 import re
 import signal
 import ssl
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
@@ -156,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept this login (repeatable; for demos and tests: real deployments pass an "
         "authenticator in Config); AUTH is offered under TLS only",
     )
+    scale = p.add_argument_group("scaling")
+    scale.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N server processes sharing the port (SO_REUSEPORT); default 1",
+    )
+    scale.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT so other processes may listen on the same port",
+    )
     p.add_argument(
         "-v", "--verbose", action="count", default=0, help="debug logging (every refused command)"
     )
@@ -222,11 +237,11 @@ def _setup_logging(verbose: int, fmt: str) -> None:
     root.propagate = False
 
 
-async def _run(server: SMTPServer, hosts: Sequence[str], port: int) -> None:
+async def _run(server: SMTPServer, hosts: Sequence[str], port: int, reuse_port: bool) -> None:
     # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
     # appears must start a graceful shutdown, not kill the process with the default action.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        listeners = await open_smtp_listeners(port, host=hosts)
+        listeners = await open_smtp_listeners(port, host=hosts, reuse_port=reuse_port)
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
         async with trio.open_nursery() as nursery:
@@ -247,6 +262,52 @@ async def _run(server: SMTPServer, hosts: Sequence[str], port: int) -> None:
         log.info("stopped")
 
 
+def _worker_argv(argv: Sequence[str]) -> list[str]:
+    """The command line for one worker: ours without --workers, plus --reuse-port."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        out.append(arg)
+    return [*out, "--reuse-port"]
+
+
+def _supervise(workers: int, argv: Sequence[str]) -> int:
+    """Run ``workers`` server processes on one port; pass SIGTERM/SIGINT on to them.
+
+    If one exits on its own (a bind error, say), the others are stopped too. Returns the
+    highest exit status."""
+    command = [sys.executable, "-m", "smtpd_trio", *_worker_argv(argv)]
+    procs = [subprocess.Popen(command) for _ in range(workers)]
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    statuses: list[int] = []
+    while procs:
+        time.sleep(0.2)
+        for proc in list(procs):
+            status = proc.poll()
+            if status is None:
+                continue
+            procs.remove(proc)
+            statuses.append(status)
+            if status != 0:
+                forward(signal.SIGTERM, None)
+    return max(statuses, default=0)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -255,10 +316,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         handler = from_spec(args.handler)
     except (ConfigError, OSError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if args.workers > 1:
+        if args.port == 0:
+            parser.exit(2, f"{parser.prog}: error: --workers needs a fixed --port, not 0\n")
+        sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
     _setup_logging(args.verbose, args.log_format)
     server = SMTPServer(handler, config=config)
     try:
-        trio.run(_run, server, args.host or ["127.0.0.1"], args.port)
+        trio.run(_run, server, args.host or ["127.0.0.1"], args.port, args.reuse_port)
     except OSError as exc:
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     except KeyboardInterrupt:

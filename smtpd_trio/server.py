@@ -282,15 +282,58 @@ class SMTPServer:
         return True
 
 
-async def open_smtp_listeners(
-    port: int, *, host: str | Sequence[str] | None = "127.0.0.1", backlog: int | None = None
+async def _open_reuse_port_listeners(
+    port: int, host: str | None, backlog: int | None
 ) -> list[trio.SocketListener]:
-    """TCP listeners on ``port`` for each host (IPv4 and IPv6 names and addresses)."""
+    """Like trio.open_tcp_listeners, with SO_REUSEPORT: several processes share the port and
+    the kernel spreads new connections across them."""
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, type_, proto, _, address in infos:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(backlog if backlog is not None else socket.SOMAXCONN)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+async def open_smtp_listeners(
+    port: int,
+    *,
+    host: str | Sequence[str] | None = "127.0.0.1",
+    backlog: int | None = None,
+    reuse_port: bool = False,
+) -> list[trio.SocketListener]:
+    """TCP listeners on ``port`` for each host (IPv4 and IPv6 names and addresses).
+
+    With ``reuse_port`` the sockets set SO_REUSEPORT (Linux, BSD), so several processes can
+    listen on the same port: that is how ``smtpd-trio --workers N`` scales over cores.
+    """
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("SO_REUSEPORT is not available on this system")
     hosts: Sequence[str | None] = [host] if host is None or isinstance(host, str) else host
     listeners: list[trio.SocketListener] = []
     try:
         for one in hosts:
-            listeners += await trio.open_tcp_listeners(port, host=one, backlog=backlog)
+            if reuse_port:
+                listeners += await _open_reuse_port_listeners(port, one, backlog)
+            else:
+                listeners += await trio.open_tcp_listeners(port, host=one, backlog=backlog)
             if port == 0 and len(hosts) > 1 and listeners:
                 # Keep one port across hosts when the system picked it.
                 port = listeners[0].socket.getsockname()[1]

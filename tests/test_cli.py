@@ -181,3 +181,38 @@ def test_json_logs_carry_the_connection_id(tmp_path: Path) -> None:
     assert any("accepted" in e["message"] for e in about_it)
     assert any(e["message"].startswith("closed") for e in about_it)
     assert any("graceful shutdown" in e["message"] for e in entries)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_workers_share_one_port_and_stop_together() -> None:
+    port = _free_port()
+    with cli_server("--port", str(port), "--workers", "2", "--handler", "sink") as server:
+        server.wait_for("listening on")  # the second worker
+        for _ in range(20):
+            deliver(port, b"Subject: spread\r\n\r\nx\r\n")
+        for _ in range(20):
+            server.wait_for("accepted")
+        status = server.stop()
+    assert status == 0
+    # Each worker process has its own connection-id prefix (six hex digits).
+    served_by = {
+        m.group(1)
+        for line in server.lines
+        if (m := re.search(r"\[([0-9a-f]{6})[0-9a-f]+\] message", line))
+    }
+    assert len(served_by) == 2, served_by  # the kernel spread 20 connections over both
+    assert sum("graceful shutdown" in line for line in server.lines) == 2
+    assert sum(line.endswith("stopped") for line in server.lines) == 2
+
+
+def test_workers_need_a_fixed_port() -> None:
+    result = run_cli("--port", "0", "--workers", "2")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "smtpd-trio: error: --workers needs a fixed --port, not 0"
