@@ -163,8 +163,7 @@ class SMTPServer:
                 self._connections_scope.deadline, trio.current_time() + grace
             )
         for driver in list(self._drivers):
-            if driver.idle_scope is not None:
-                driver.idle_scope.cancel()
+            driver.wake_if_idle()
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[trio.abc.Stream], connections: trio.Nursery

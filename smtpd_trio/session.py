@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import itertools
 import logging
+import math
 import secrets
 import ssl
 import weakref
@@ -62,7 +63,7 @@ from .handler import (
     Session,
     TLSInfo,
 )
-from .trace import received_header
+from .trace import address_literal, received_header
 
 if TYPE_CHECKING:
     from .proxy import ProxyInfo
@@ -219,11 +220,22 @@ class SessionDriver:
         self._exchange: SASLExchange | None = None
         self._transactions = itertools.count(1)
         self.envelope = self._new_envelope()
-        #: Cancelled by the server on shutdown while we wait for a command outside a transaction.
-        self.idle_scope: trio.CancelScope | None = None
+        # The command loop's I/O cancel scope, and what it is waiting for: "send", "idle"
+        # (the next command outside a transaction), "receive", or None (not waiting).
+        self._io_scope: trio.CancelScope | None = None
+        self._waiting: str | None = None
+        self._client_literal: str | None = None
+        self._literal_for: Endpoint | None = None
         self._broken = False
 
     # ---- helpers -------------------------------------------------------------------------
+
+    def _received_header(self) -> str:
+        literal = self._client_literal
+        if literal is None or self._literal_for is not self.session.client:
+            literal = self._client_literal = address_literal(self.session.client.host)
+            self._literal_for = self.session.client
+        return received_header(self.session, self.envelope, client_literal=literal)
 
     def _new_envelope(self) -> Envelope:
         return Envelope(id=f"{self.session.id}.{next(self._transactions)}")
@@ -275,17 +287,12 @@ class SessionDriver:
             self._broken = True
 
     async def _receive(self) -> bytes | bytearray | None:
-        """Bytes from the client; b"" when it closed; None on timeout or shutdown."""
-        idle = not self.machine.in_transaction and self.server is not None
-        with trio.move_on_after(self.config.command_timeout) as scope:
-            if idle:
-                self.idle_scope = scope
+        """Bytes from the client; b"" when it closed; None on timeout."""
+        with trio.move_on_after(self.config.command_timeout):
             try:
                 return await self.stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return b""
-            finally:
-                self.idle_scope = None
         return None
 
     def _respond(self, reply: Reply | None) -> None:
@@ -316,16 +323,9 @@ class SessionDriver:
             machine.greet(None if self.quiet else _as_greeting(await self._call("on_connect")))
             if initial_data:
                 machine.receive_data(initial_data)
-            while True:
-                event = machine.next_event()
-                if event is NEED_DATA:
-                    await self._fill()
-                    continue
-                if isinstance(event, Closed):
-                    await self._flush()
-                    self._log_close(event)
-                    break
-                await self._dispatch(event)
+            closed = await self._command_loop()
+            await self._flush()
+            self._log_close(closed)
         except trio.Cancelled:
             # The server is stopping hard: try to say goodbye, without waiting long.
             machine.close(replies.SERVICE_SHUTTING_DOWN)
@@ -445,9 +445,81 @@ class SessionDriver:
         log.info("[%s] authenticated as %s", self.session.id, identity)
         machine.auth_finish(None)
 
+    async def _command_loop(self) -> Closed:
+        """Take events until the session is over.
+
+        The hot path: one cancel scope serves many round trips. Its deadline is set to
+        ``command_timeout`` from now while we wait on the client (:meth:`_round_trip`) and to
+        infinity while a handler runs, so handler time is never counted, at the cost of two
+        deadline updates per round trip instead of a new scope per read and per write.
+        """
+        machine = self.machine
+        while True:
+            with trio.CancelScope() as scope:
+                self._io_scope = scope
+                try:
+                    while True:
+                        event = machine.next_event()
+                        if event is NEED_DATA:
+                            await self._round_trip(scope)
+                        elif isinstance(event, Closed):
+                            return event
+                        else:
+                            await self._dispatch(event)
+                finally:
+                    self._io_scope = None
+            # The scope was cancelled while we waited on the client.
+            self._interrupted(scope)
+
+    async def _round_trip(self, scope: trio.CancelScope) -> None:
+        """Send what the machine queued, then read from the client, under one deadline."""
+        machine = self.machine
+        if self._shutting_down() and not machine.in_transaction:
+            machine.close(replies.SERVICE_SHUTTING_DOWN)
+            return
+        scope.deadline = trio.current_time() + self.config.command_timeout
+        data = machine.data_to_send()
+        if data:
+            self._waiting = "send"
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._broken = True
+                machine.receive_data(b"")
+                return
+        self._waiting = "idle" if not machine.in_transaction else "receive"
+        try:
+            received = await self.stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            received = b""
+        self._waiting = None
+        scope.deadline = math.inf
+        machine.receive_data(received)
+
+    def _interrupted(self, scope: trio.CancelScope) -> None:
+        """The I/O scope fired: a timeout, a shutdown waking an idle session, or a client
+        that stopped reading what we send. Queue the right goodbye."""
+        machine = self.machine
+        waiting, self._waiting = self._waiting, None
+        if waiting == "send":
+            log.info("[%s] client stopped reading; closing", self.session.id)
+            self._broken = True
+            machine.close(None)
+        elif self._shutting_down() and not machine.in_transaction:
+            machine.close(replies.SERVICE_SHUTTING_DOWN)
+        else:
+            log.info("[%s] timeout waiting for the client", self.session.id)
+            machine.close(replies.SERVICE_CLOSING_TIMEOUT)
+
+    def wake_if_idle(self) -> None:
+        """Called by the server on shutdown: interrupt a wait for the next command outside a
+        mail transaction (a session inside one is left to finish it)."""
+        if self._waiting == "idle" and self._io_scope is not None:
+            self._io_scope.cancel()
+
     async def _fill(self) -> None:
         """The machine needs input: send what it queued, then read (or close it on timeout,
-        shutdown or a broken stream)."""
+        shutdown or a broken stream). Used while a streaming handler reads the message."""
         machine = self.machine
         await self._flush()
         if self._broken:
@@ -491,8 +563,8 @@ class SessionDriver:
 
     async def _stream_message(self) -> None:
         """DATA with a streaming handler: hand it the chunks, then answer the end."""
-        session, envelope = self.session, self.envelope
-        envelope.received_header = received_header(session, envelope)
+        envelope = self.envelope
+        envelope.received_header = self._received_header()
         end: list[Event] = []
         chunks = self._chunks(end)
         try:
@@ -558,7 +630,7 @@ class SessionDriver:
                 envelope.rcpt_params.append(event.params)
         elif isinstance(event, MessageReceived):
             envelope.content = event.content
-            envelope.received_header = received_header(session, envelope)
+            envelope.received_header = self._received_header()
             reply = await self._call("on_data", envelope)
             self._respond(reply)
             self._log_message(reply, len(event.content))

@@ -51,12 +51,19 @@ def protocol_name(session: Session, envelope: Envelope) -> str:
 
 
 def received_header(
-    session: Session, envelope: Envelope, *, now: _dt.datetime | None = None
+    session: Session,
+    envelope: Envelope,
+    *,
+    now: _dt.datetime | None = None,
+    client_literal: str | None = None,
 ) -> str:
-    """The folded header, ending in CRLF, ready to prepend to the message."""
+    """The folded header, ending in CRLF, ready to prepend to the message.
+
+    ``client_literal`` is ``address_literal(session.client.host)``, for callers that keep it
+    per connection."""
     when = now or _dt.datetime.now(_dt.UTC)
     helo = session.helo_name or "unknown"
-    literal = address_literal(session.client.host)
+    literal = client_literal or address_literal(session.client.host)
     lines = [
         f"Received: from {helo} ({literal})",
         f"\tby {session.hostname} (smtpd-trio) with {protocol_name(session, envelope)}"

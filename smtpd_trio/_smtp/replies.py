@@ -55,9 +55,13 @@ class Reply:
     #: Further lines, for multi-line replies such as EHLO's.
     more: tuple[str, ...] = attrs.field(default=())
 
+    #: The wire form, computed once (replies are mostly constants sent again and again).
+    _wire: bytes = attrs.field(init=False, default=b"", repr=False, eq=False)
+
     def __attrs_post_init__(self) -> None:
         for line in self.more:
             _check_text(self, None, line)
+        object.__setattr__(self, "_wire", self._format())
 
     @property
     def is_positive(self) -> bool:
@@ -70,6 +74,9 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """The reply on the wire, CRLF-terminated, one line per text line."""
+        return self._wire
+
+    def _format(self) -> bytes:
         prefix = f"{self.enhanced} " if self.enhanced else ""
         lines = self.lines
         last = len(lines) - 1
