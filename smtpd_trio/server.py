@@ -228,7 +228,7 @@ class SMTPServer:
                     await trio.aclose_forcefully(stream)
                     return
                 client, proxy, leftover = stage.client, stage.info, stage.leftover
-            quiet = client.host in config.ignored_hosts
+            quiet = bool(config.ignored_hosts) and client.host in config.ignored_hosts
             session = Session(
                 id=session_id, client=client, peer=peer, hostname=config.hostname, proxy=proxy
             )

@@ -63,7 +63,7 @@ from .handler import (
     Session,
     TLSInfo,
 )
-from .trace import address_literal, received_header
+from .trace import received_header
 
 if TYPE_CHECKING:
     from .proxy import ProxyInfo
@@ -73,6 +73,7 @@ __all__ = ["new_session_id", "run_session"]
 log: Final = logging.getLogger("smtpd_trio.session")
 
 _RECEIVE_SIZE: Final = 65536
+_DEADLINE_SLACK: Final = 1.0
 _GOODBYE_TIMEOUT: Final = 1.0  # how long a 421 may take to go out when we are being cancelled
 
 _PREFIX: Final = secrets.token_hex(3)
@@ -224,27 +225,26 @@ class SessionDriver:
         # (the next command outside a transaction), "receive", or None (not waiting).
         self._io_scope: trio.CancelScope | None = None
         self._waiting: str | None = None
-        self._client_literal: str | None = None
-        self._literal_for: Endpoint | None = None
         self._broken = False
 
     # ---- helpers -------------------------------------------------------------------------
 
-    def _received_header(self) -> str:
-        literal = self._client_literal
-        if literal is None or self._literal_for is not self.session.client:
-            literal = self._client_literal = address_literal(self.session.client.host)
-            self._literal_for = self.session.client
-        return received_header(self.session, self.envelope, client_literal=literal)
-
     def _new_envelope(self) -> Envelope:
         return Envelope(id=f"{self.session.id}.{next(self._transactions)}")
+
+    def _stop_clock(self) -> None:
+        """Handler code is about to run: the command timeout must not count it. (The clock is
+        restarted by the next :meth:`_round_trip`; without handler calls in between it is
+        never stopped, which saves a deadline update per round trip.)"""
+        if self._io_scope is not None:
+            self._io_scope.deadline = math.inf
 
     async def _call(self, name: str, *args: object) -> Reply | None:
         """Await a callback; Reject becomes its reply, any other exception 451 and a log line."""
         fn = self.callbacks.get(name)
         if fn is None:
             return None
+        self._stop_clock()
         try:
             result = await fn(self.session, *args)
         except Reject as exc:
@@ -267,6 +267,7 @@ class SessionDriver:
         fn = self.callbacks.get(name)
         if fn is None:
             return
+        self._stop_clock()
         try:
             await fn(self.session, *args)
         except Exception:
@@ -429,6 +430,7 @@ class SessionDriver:
         authenticator = self.config.authenticator
         assert authenticator is not None
         try:
+            self._stop_clock()
             identity = await authenticator(self.session, outcome)
         except Exception:
             log.exception("[%s] authenticator failed; answering 454", self.session.id)
@@ -449,9 +451,11 @@ class SessionDriver:
         """Take events until the session is over.
 
         The hot path: one cancel scope serves many round trips. Its deadline is set to
-        ``command_timeout`` from now while we wait on the client (:meth:`_round_trip`) and to
-        infinity while a handler runs, so handler time is never counted, at the cost of two
-        deadline updates per round trip instead of a new scope per read and per write.
+        ``command_timeout`` from now when we start waiting on the client (:meth:`_round_trip`)
+        and to infinity before any handler code runs (:meth:`_stop_clock`), so handler time is
+        never counted, at the cost of one or two deadline updates per round trip instead of a
+        new scope per read and per write. Between the end of a read and a handler call there
+        is no checkpoint, so the timeout cannot fire in between.
         """
         machine = self.machine
         while True:
@@ -477,7 +481,12 @@ class SessionDriver:
         if self._shutting_down() and not machine.in_transaction:
             machine.close(replies.SERVICE_SHUTTING_DOWN)
             return
-        scope.deadline = trio.current_time() + self.config.command_timeout
+        # Restart the clock, at most once a second: the timeout fires between command_timeout
+        # and command_timeout + 1 s after the wait began, and a busy session does not pay a
+        # deadline update on every round trip.
+        deadline = trio.current_time() + self.config.command_timeout
+        if not deadline <= scope.deadline <= deadline + _DEADLINE_SLACK:
+            scope.deadline = deadline + _DEADLINE_SLACK
         data = machine.data_to_send()
         if data:
             self._waiting = "send"
@@ -493,7 +502,6 @@ class SessionDriver:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             received = b""
         self._waiting = None
-        scope.deadline = math.inf
         machine.receive_data(received)
 
     def _interrupted(self, scope: trio.CancelScope) -> None:
@@ -564,7 +572,7 @@ class SessionDriver:
     async def _stream_message(self) -> None:
         """DATA with a streaming handler: hand it the chunks, then answer the end."""
         envelope = self.envelope
-        envelope.received_header = self._received_header()
+        envelope.received_header = received_header(self.session, envelope)
         end: list[Event] = []
         chunks = self._chunks(end)
         try:
@@ -630,7 +638,7 @@ class SessionDriver:
                 envelope.rcpt_params.append(event.params)
         elif isinstance(event, MessageReceived):
             envelope.content = event.content
-            envelope.received_header = self._received_header()
+            envelope.received_header = received_header(self.session, envelope)
             reply = await self._call("on_data", envelope)
             self._respond(reply)
             self._log_message(reply, len(event.content))

@@ -190,6 +190,10 @@ async def open_test_session(
                     if greeting.code != 220:
                         raise AssertionError(f"greeting was not 220: {greeting}")
                 yield client
+            except BaseException:
+                # The test failed: do not wait for a server session that may never end.
+                nursery.cancel_scope.cancel()
+                raise
             finally:
                 await client.aclose()
     except BaseExceptionGroup as group:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
+import functools
 import ipaddress
 
 from .handler import Envelope, Session
 
 
+@functools.lru_cache(maxsize=4096)
 def address_literal(host: str) -> str:
     """``[192.0.2.1]``, ``[IPv6:2001:db8::1]``; IPv4-mapped IPv6 is shown as IPv4."""
     try:
@@ -51,19 +53,12 @@ def protocol_name(session: Session, envelope: Envelope) -> str:
 
 
 def received_header(
-    session: Session,
-    envelope: Envelope,
-    *,
-    now: _dt.datetime | None = None,
-    client_literal: str | None = None,
+    session: Session, envelope: Envelope, *, now: _dt.datetime | None = None
 ) -> str:
-    """The folded header, ending in CRLF, ready to prepend to the message.
-
-    ``client_literal`` is ``address_literal(session.client.host)``, for callers that keep it
-    per connection."""
+    """The folded header, ending in CRLF, ready to prepend to the message."""
     when = now or _dt.datetime.now(_dt.UTC)
     helo = session.helo_name or "unknown"
-    literal = client_literal or address_literal(session.client.host)
+    literal = address_literal(session.client.host)
     lines = [
         f"Received: from {helo} ({literal})",
         f"\tby {session.hostname} (smtpd-trio) with {protocol_name(session, envelope)}"

@@ -418,7 +418,8 @@ async def test_idle_client_times_out(autojump_clock: trio.testing.MockClock) -> 
         start = trio.current_time()
         reply = await client.read_reply()
         assert (reply.code, reply.enhanced) == (421, "4.4.2")
-        assert trio.current_time() - start == pytest.approx(TIMEOUT)
+        # The clock is restarted at most once a second: the timeout is met to within 1 s late.
+        assert TIMEOUT <= trio.current_time() - start <= TIMEOUT + 1
         assert await client.at_eof()
     assert names(handler) == ["connect", "close"]
 
@@ -441,7 +442,8 @@ async def test_client_silent_in_the_middle_of_data_times_out(
         # ...then silence.
         reply = await client.read_reply()
         assert (reply.code, reply.enhanced) == (421, "4.4.2")
-        assert trio.current_time() - start == pytest.approx(TIMEOUT)
+        # The clock is restarted at most once a second: the timeout is met to within 1 s late.
+        assert TIMEOUT <= trio.current_time() - start <= TIMEOUT + 1
         assert await client.at_eof()
     assert "data" not in names(handler)
 

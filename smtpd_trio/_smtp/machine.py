@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 from typing import Final, final
 
 from . import replies
@@ -131,6 +132,17 @@ _HELP: Final = Reply(
     "2.0.0",
     "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
 )
+
+
+# Built once per distinct server setup, not once per connection.
+@functools.lru_cache(maxsize=64)
+def _greeting(hostname: str, banner: str) -> Reply:
+    return Reply(220, None, f"{hostname} {banner}")
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo(hostname: str, keywords: tuple[str, ...]) -> Reply:
+    return Reply(250, None, hostname, keywords)
 
 
 def _b64decode(text: str) -> bytes | None:
@@ -242,7 +254,7 @@ class SMTPMachine:
             raise RuntimeError("greet() was already called")
         self._greeted = True
         if reply is None:
-            reply = Reply(220, None, f"{self.hostname} {self.banner}")
+            reply = _greeting(self.hostname, self.banner)
         self._reply(reply)
         if reply.code == 421:
             self._close(CloseReason.SERVER)
@@ -543,7 +555,7 @@ class SMTPMachine:
             prefix="FROM:",
             null_ok=True,
             postmaster_ok=False,
-            bad_address=replies.Reply(501, "5.1.7", "Syntax error in sender address"),
+            bad_address=replies.BAD_SENDER_ADDRESS,
         )
         smtputf8 = False
         for key, value in params.items():
@@ -576,7 +588,7 @@ class SMTPMachine:
             prefix="TO:",
             null_ok=False,
             postmaster_ok=True,
-            bad_address=replies.Reply(501, "5.1.3", "Syntax error in recipient address"),
+            bad_address=replies.BAD_RECIPIENT_ADDRESS,
         )
         if params:
             raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
@@ -706,4 +718,4 @@ class SMTPMachine:
         return keywords
 
     def _ehlo_reply(self) -> Reply:
-        return Reply(250, None, self.hostname, tuple(self.ehlo_keywords()))
+        return _ehlo(self.hostname, tuple(self.ehlo_keywords()))
