@@ -23,6 +23,7 @@ import secrets
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import trio
@@ -51,7 +52,7 @@ from ._smtp.events import (
 )
 from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
-from .auth import Challenge, LoginCredentials, SASLError, SASLExchange
+from .auth import Challenge, LoginCredentials, Mechanism, SASLError, SASLExchange
 from .config import Config
 from .handler import (
     CALLBACK_NAMES,
@@ -74,6 +75,7 @@ log: Final = logging.getLogger("smtpd_trio.session")
 
 _RECEIVE_SIZE: Final = 65536
 _DEADLINE_SLACK: Final = 1.0
+_NO_MECHANISMS: Final[Mapping[str, Mechanism]] = MappingProxyType({})
 _GOODBYE_TIMEOUT: Final = 1.0  # how long a 421 may take to go out when we are being cancelled
 
 _PREFIX: Final = secrets.token_hex(3)
@@ -179,6 +181,24 @@ class _PrefixedStream(trio.abc.Stream):
 class SessionDriver:
     """Runs one session. Built by :func:`run_session` and by the server per connection."""
 
+    # Thousands of these live at once (one per connection): no per-instance __dict__.
+    __slots__ = (
+        "_broken",
+        "_exchange",
+        "_io_scope",
+        "_mechanisms",
+        "_transactions",
+        "_waiting",
+        "callbacks",
+        "config",
+        "envelope",
+        "machine",
+        "quiet",
+        "server",
+        "session",
+        "stream",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -217,7 +237,11 @@ class SessionDriver:
             max_auth_failures=config.max_auth_failures,
             stream_body="on_data_chunks" in self.callbacks,
         )
-        self._mechanisms = {m.name.upper(): m for m in config.auth_mechanisms}
+        self._mechanisms: Mapping[str, Mechanism] = (
+            {m.name.upper(): m for m in config.auth_mechanisms}
+            if config.authenticator is not None
+            else _NO_MECHANISMS
+        )
         self._exchange: SASLExchange | None = None
         self._transactions = itertools.count(1)
         self.envelope = self._new_envelope()

@@ -164,6 +164,46 @@ def _excerpt(line: bytes) -> str:
 class SMTPMachine:
     """The protocol state of one SMTP session. See the module docstring."""
 
+    # Thousands of these live at once (one per connection): no per-instance __dict__.
+    __slots__ = (
+        "_auth_return",
+        "_body",
+        "_body_result",
+        "_buf",
+        "_close_reason",
+        "_discarding",
+        "_dropped",
+        "_greeted",
+        "_out",
+        "_peer_closed",
+        "_pending",
+        "_pos",
+        "auth_failures",
+        "auth_mechanisms",
+        "auth_over_plaintext",
+        "auth_required",
+        "authenticated",
+        "banner",
+        "bare_line_endings",
+        "errors",
+        "extended",
+        "hostname",
+        "max_auth_failures",
+        "max_command_line",
+        "max_errors",
+        "max_line_length",
+        "max_message_size",
+        "max_recipients",
+        "recipients",
+        "require_tls",
+        "smtputf8",
+        "starttls",
+        "state",
+        "stream_body",
+        "tls_active",
+        "transaction_smtputf8",
+    )
+
     def __init__(
         self,
         *,
