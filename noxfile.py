@@ -45,3 +45,4 @@ def bench(session: nox.Session) -> None:
     """Side-by-side benchmarks: prints figures, never fails on them."""
     session.install("-e", ".[crc32c]")
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/large_message.py")
