@@ -478,3 +478,31 @@ async def test_a_421_from_a_callback_closes_the_connection() -> None:
         reply = await client.command("RCPT TO:<b@example.org>")
         assert (reply.code, reply.enhanced) == (421, "4.3.2")
         assert await client.at_eof()
+
+
+async def test_bad_input_gets_its_reply_and_a_log_line_with_the_connection_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ids: list[str] = []
+
+    class Remember(Handler):
+        async def on_connect(self, session: Session) -> Reply | None:
+            ids.append(session.id)
+            return None
+
+    caplog.set_level(logging.DEBUG, logger="smtpd_trio")
+    async with open_test_session(Remember()) as client:
+        await client.send(b"\x00\xff\xfe garbage\r\n")
+        assert (await client.read_reply()).code == 500
+        await client.send(b"MAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\r\n")
+        assert (await client.read_reply()).code == 500
+        await client.send(b"X" * 5000 + b"\r\n")
+        assert (await client.read_reply()).code == 500
+        assert (await client.command("NOOP")).code == 250  # still serving
+        assert (await client.command("QUIT")).code == 221
+    (sid,) = ids
+    about_it = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"[{sid}] ")]
+    refusals = [m for m in about_it if "-> 500" in m]
+    assert len(refusals) == 3, about_it
+    assert any(m.startswith(f"[{sid}] closed (quit)") for m in about_it)
+    assert not any(r.exc_info for r in caplog.records)  # nothing leaked as a traceback
