@@ -49,7 +49,10 @@ _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
 _ACCEPT_PAUSE: Final = 0.1
-_REFUSE_TIMEOUT: Final = 5.0
+_REFUSE_TIMEOUT: Final = 1.0
+# At most this many connections are being told 421 at once; past it, a flood of connections is
+# closed without a word, so refusing cannot itself pile up tasks and descriptors.
+_MAX_REFUSING: Final = 64
 
 
 def endpoint_of(address: object) -> Endpoint:
@@ -105,6 +108,7 @@ class SMTPServer:
         self._accept_scope: trio.CancelScope | None = None
         self._connections_scope: trio.CancelScope | None = None
         self._active = 0
+        self._refusing = 0
 
     @property
     def shutting_down(self) -> bool:
@@ -201,9 +205,16 @@ class SMTPServer:
                 return
         if self.config.max_connections is not None and self._active >= self.config.max_connections:
             log.warning("[%s] refused %s: max_connections reached", session_id, peer)
-            with trio.move_on_after(_REFUSE_TIMEOUT):
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())
+            if self._refusing < _MAX_REFUSING:
+                self._refusing += 1
+                try:
+                    with (
+                        trio.move_on_after(_REFUSE_TIMEOUT),
+                        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                    ):
+                        await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())
+                finally:
+                    self._refusing -= 1
             await trio.aclose_forcefully(stream)
             return
         self._active += 1

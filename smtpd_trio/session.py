@@ -187,6 +187,7 @@ class SessionDriver:
         "_exchange",
         "_io_scope",
         "_mechanisms",
+        "_progress",
         "_transactions",
         "_waiting",
         "callbacks",
@@ -249,6 +250,7 @@ class SessionDriver:
         # (the next command outside a transaction), "receive", or None (not waiting).
         self._io_scope: trio.CancelScope | None = None
         self._waiting: str | None = None
+        self._progress = -1  # machine.lines_taken when the clock was last restarted
         self._broken = False
 
     # ---- helpers -------------------------------------------------------------------------
@@ -262,6 +264,7 @@ class SessionDriver:
         never stopped, which saves a deadline update per round trip.)"""
         if self._io_scope is not None:
             self._io_scope.deadline = math.inf
+            self._progress = -1  # make the next round trip restart it
 
     async def _call(self, name: str, *args: object) -> Reply | None:
         """Await a callback; Reject becomes its reply, any other exception 451 and a log line."""
@@ -505,12 +508,16 @@ class SessionDriver:
         if self._shutting_down() and not machine.in_transaction:
             machine.close(replies.SERVICE_SHUTTING_DOWN)
             return
-        # Restart the clock, at most once a second: the timeout fires between command_timeout
-        # and command_timeout + 1 s after the wait began, and a busy session does not pay a
-        # deadline update on every round trip.
-        deadline = trio.current_time() + self.config.command_timeout
-        if not deadline <= scope.deadline <= deadline + _DEADLINE_SLACK:
-            scope.deadline = deadline + _DEADLINE_SLACK
+        # Restart the clock when the client made progress (a complete command line, or any
+        # message text: RFC 5321 times each data block), at most once a second: the timeout
+        # fires between command_timeout and command_timeout + 1 s after the wait for the
+        # command began, however the client trickles its bytes, and a busy session does not
+        # pay a deadline update on every round trip.
+        if machine.lines_taken != self._progress or machine.reading_data:
+            self._progress = machine.lines_taken
+            deadline = trio.current_time() + self.config.command_timeout
+            if not deadline <= scope.deadline <= deadline + _DEADLINE_SLACK:
+                scope.deadline = deadline + _DEADLINE_SLACK
         data = machine.data_to_send()
         if data:
             self._waiting = "send"

@@ -191,11 +191,13 @@ async def open_test_session(
                         raise AssertionError(f"greeting was not 220: {greeting}")
                 yield client
             except BaseException:
-                # The test failed: do not wait for a server session that may never end.
+                # The test failed: close our end and stop the server session rather than wait
+                # for it (it may never end). Nothing here may checkpoint inside the cancelled
+                # scope, or a Cancelled would replace the test's own exception.
+                await trio.aclose_forcefully(client.stream)
                 nursery.cancel_scope.cancel()
                 raise
-            finally:
-                await client.aclose()
+            await client.aclose()
     except BaseExceptionGroup as group:
         # One failure (the test's own, usually): raise it as itself, not wrapped in a group.
         if len(group.exceptions) == 1:

@@ -506,3 +506,25 @@ async def test_bad_input_gets_its_reply_and_a_log_line_with_the_connection_id(
     assert len(refusals) == 3, about_it
     assert any(m.startswith(f"[{sid}] closed (quit)") for m in about_it)
     assert not any(r.exc_info for r in caplog.records)  # nothing leaked as a traceback
+
+
+async def test_a_client_trickling_bytes_cannot_stretch_a_command_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(hostname="mx.test", command_timeout=TIMEOUT)
+    async with open_test_session(Recorder(), config=config) as client:
+        start = trio.current_time()
+
+        async def trickle() -> None:
+            # One byte of "NOOP" every half timeout: bytes keep coming, a command never does.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for byte in b"NOOPNOOPNOOPNOOP":
+                    await client.send(bytes([byte]))
+                    await trio.sleep(TIMEOUT / 2)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trickle)
+            reply = await client.read_reply()
+            nursery.cancel_scope.cancel()
+        assert (reply.code, reply.enhanced) == (421, "4.4.2")
+        assert TIMEOUT <= trio.current_time() - start <= TIMEOUT + 1

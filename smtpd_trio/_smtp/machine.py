@@ -188,6 +188,7 @@ class SMTPMachine:
         "errors",
         "extended",
         "hostname",
+        "lines_taken",
         "max_auth_failures",
         "max_command_line",
         "max_errors",
@@ -253,6 +254,9 @@ class SMTPMachine:
         self.state = State.CONNECTED
         #: The number of protocol errors so far.
         self.errors = 0
+        #: Complete command (or SASL response) lines taken so far: the I/O layer's measure of
+        #: progress, so a client trickling bytes cannot stretch one command wait forever.
+        self.lines_taken = 0
         #: Recipients accepted in the open transaction.
         self.recipients = 0
         #: True if the open transaction's MAIL carried SMTPUTF8.
@@ -389,6 +393,7 @@ class SMTPMachine:
             return None
         line = bytes(buf[self._pos : end])
         self._pos = end + 2
+        self.lines_taken += 1
         if self._discarding is not None:
             head, self._discarding = self._discarding, None
             return head.ljust(limit + 1, b"\x00")
