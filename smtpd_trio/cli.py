@@ -8,6 +8,7 @@ once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -279,13 +280,25 @@ def _worker_argv(argv: Sequence[str]) -> list[str]:
     return [*out, "--reuse-port"]
 
 
+def _die_with_parent() -> None:
+    """In a worker, before exec: on Linux, get SIGTERM (a graceful shutdown) if the supervisor
+    dies, even by SIGKILL, so no worker is left behind serving on the port."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _supervise(workers: int, argv: Sequence[str]) -> int:
     """Run ``workers`` server processes on one port; pass SIGTERM/SIGINT on to them.
 
     If one exits on its own (a bind error, say), the others are stopped too. Returns the
     highest exit status."""
     command = [sys.executable, "-m", "smtpd_trio", *_worker_argv(argv)]
-    procs = [subprocess.Popen(command) for _ in range(workers)]
+    procs = [subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(workers)]
 
     def forward(signum: int, frame: object) -> None:
         for proc in procs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
 import os
@@ -78,6 +79,7 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
             env=_env(),
+            start_new_session=True,  # its own process group: workers included, see kill()
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -131,9 +133,10 @@ def cli_server(*args: str) -> Iterator[Server]:
     try:
         yield server
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+        # The whole process group, so no worker outlives a failed test holding the pipes.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=10)
         for pipe in (server.proc.stdout, server.proc.stderr):
             if pipe is not None and not pipe.closed:
                 pipe.close()
