@@ -7,9 +7,12 @@ then speaks SMTP. What the handler saw is recorded and compared exactly.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import socket
 import struct
+from pathlib import Path
 
 import pytest
 import trio
@@ -588,3 +591,49 @@ async def test_proxy_timeout_bounds_the_whole_header_not_each_read(
         await assert_closed_without_banner(client)
     assert refusals(caplog) == [f"[{SESSION_ID}] refused {LB}: no complete PROXY header within 5 s"]
     assert handler.connects == []
+
+
+async def _unix_roundtrip(path: str, header: bytes) -> bytes:
+    """Connect to a UNIX-socket listener, send ``header`` + EHLO + QUIT, return all replies."""
+    stream = await trio.open_unix_socket(path)
+    received = bytearray()
+    async with stream:
+        # A refused connection is closed with our bytes unread: the reset is part of the answer.
+        with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(header + b"EHLO client.test\r\nQUIT\r\n")
+            while data := await stream.receive_some(65536):
+                received += data
+    return bytes(received)
+
+
+@pytest.mark.parametrize(("trusted", "believed"), [(["unix"], True), (["10.0.0.0/8"], False)])
+async def test_a_unix_socket_listener_is_trusted_only_by_configuration(
+    tmp_path: Path, trusted: list[str], believed: bool
+) -> None:
+    seen: list[Session] = []
+
+    class Remember(Handler):
+        async def on_helo(self, session: Session, name: str, extended: bool) -> Reply | None:
+            seen.append(session)
+            return None
+
+    path = str(tmp_path / "smtp.sock")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen()
+    listener = trio.SocketListener(sock)
+    config = Config(hostname="mx.test", proxy_protocol=True, trusted_proxies=trusted)
+    server = smtpd_trio.SMTPServer(Remember(), config=config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, [listener])
+        replies = await _unix_roundtrip(path, b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 25\r\n")
+        nursery.cancel_scope.cancel()
+    if believed:
+        assert replies.startswith(b"220 mx.test ")
+        assert replies.endswith(b"221 2.0.0 Bye\r\n")
+        (session,) = seen
+        assert session.client == Endpoint("203.0.113.7", 40000)
+        assert session.peer.host.startswith("unix:")
+    else:
+        assert replies == b""  # refused before any banner
+        assert seen == []
