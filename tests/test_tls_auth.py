@@ -59,30 +59,6 @@ PLAIN_WRONG = b64(b"\x00" + USER.encode() + b"\x00wrong")
 # ---- certificates and contexts ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: trustme.CA) -> trustme.LeafCert:
-    return ca.issue_cert("mx.test", "localhost", "127.0.0.1")
-
-
-@pytest.fixture
-def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_cert.configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
 async def start_tls(
     client: TestClient, context: ssl.SSLContext, server_hostname: str | None = "mx.test"
 ) -> trio.SSLStream[trio.abc.Stream]:

@@ -34,10 +34,11 @@ def find_program(name: str) -> str | None:
     return None
 
 
-def require_program(name: str, package: str) -> str:
+def require_program(name: str, packages: str) -> str:
+    """The program's path, or skip the test naming the Debian packages that provide it."""
     path = find_program(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian package {package!r}; .ci/run installs it)")
+        pytest.skip(f"{name} is not installed (Debian packages: {packages}; .ci/run installs them)")
     return path
 
 

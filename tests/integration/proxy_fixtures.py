@@ -12,8 +12,6 @@ address (``CLIENT_HOST``) so the real client address differs from the proxy's (1
 
 from __future__ import annotations
 
-import os
-import shutil
 import smtplib
 import socket
 import ssl
@@ -47,25 +45,6 @@ CLIENT_DEADLINE = 8.0
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 T = TypeVar("T")
-
-
-def find_program(name: str) -> str | None:
-    """``name`` on PATH, or in the sbin directories daemons are installed to."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
-        candidate = os.path.join(directory, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def require_program(name: str, packages: str) -> str:
-    path = find_program(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (Debian packages {packages}; .ci/run installs them)")
-    return path
 
 
 def nginx_has_static_stream(nginx: str) -> bool:

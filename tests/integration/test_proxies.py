@@ -23,6 +23,7 @@ import trustme
 from smtpd_trio import Config, serve_smtp
 from smtpd_trio.proxy import ProxyCommand, ProxyFamily, ProxyTransport, SSLClientFlags
 
+from .conftest import require_program
 from .proxy_fixtures import (
     CLIENT_HOST,
     NGINX_STREAM_MODULE,
@@ -35,7 +36,6 @@ from .proxy_fixtures import (
     free_port,
     in_thread,
     nginx_has_static_stream,
-    require_program,
     running_proxy,
 )
 
@@ -47,12 +47,12 @@ RECEIVED_FROM_CLIENT = f"Received: from client.test ([{CLIENT_HOST}])\r\n"
 
 @pytest.fixture
 def haproxy() -> str:
-    return require_program("haproxy", "'haproxy'")
+    return require_program("haproxy", "haproxy")
 
 
 @pytest.fixture
 def nginx() -> str:
-    path = require_program("nginx", "'nginx' and 'libnginx-mod-stream'")
+    path = require_program("nginx", "nginx, libnginx-mod-stream")
     if not nginx_has_static_stream(path) and not Path(NGINX_STREAM_MODULE).exists():
         pytest.skip(
             f"nginx's stream module is missing ({NGINX_STREAM_MODULE}; libnginx-mod-stream)"
