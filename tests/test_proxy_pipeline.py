@@ -169,6 +169,23 @@ async def assert_closed_without_banner(client: TestClient) -> None:
     assert bytes(client.transcript) == b""
 
 
+async def refused_silently(
+    data: bytes, caplog: pytest.LogCaptureFixture, *, peer: Endpoint = LB
+) -> list[str]:
+    """Send ``data`` from ``peer`` to a PROXY listener; assert the connection was closed
+    without a byte and without any handler call; return the refusal log lines."""
+    caplog.set_level(logging.INFO, logger="smtpd_trio")
+    handler = Recorder()
+    async with open_test_session(
+        handler, config=proxy_config(), peer=peer, read_greeting=False
+    ) as client:
+        await client.send(data)
+        await assert_closed_without_banner(client)
+    assert handler.connects == []
+    assert handler.proxy_calls == []
+    return refusals(caplog)
+
+
 async def deliver(client: TestClient) -> ClientReply:
     return await client.sendmail("a@example.com", ["b@example.org"], b"Subject: hi\r\n\r\nhi\r\n")
 
@@ -420,67 +437,34 @@ async def test_partial_header_past_proxy_timeout_closes_without_banner(
 async def test_malformed_v1_header_closes_without_banner(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="smtpd_trio")
-    handler = Recorder()
-    async with open_test_session(
-        handler, config=proxy_config(), peer=LB, read_greeting=False
-    ) as client:
-        await client.send(b"PROXY TCP4 256.0.0.1 203.0.113.25 51234 25\r\nEHLO x\r\n")
-        await assert_closed_without_banner(client)
-    assert refusals(caplog) == [
+    data = b"PROXY TCP4 256.0.0.1 203.0.113.25 51234 25\r\nEHLO x\r\n"
+    assert await refused_silently(data, caplog) == [
         f"[{SESSION_ID}] refused {LB}: bad PROXY header "
         "(bad-address: bad IPv4 address b'256.0.0.1')"
     ]
-    assert handler.connects == []
-    assert handler.proxy_calls == []
 
 
 async def test_bad_crc32c_closes_without_banner(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="smtpd_trio")
-    handler = Recorder()
     header = v2_inet(CLIENT_IP, FRONTEND_IP, 40001, 25, with_crc=True, corrupt_crc=True)
-    async with open_test_session(
-        handler, config=proxy_config(), peer=LB, read_greeting=False
-    ) as client:
-        await client.send(header + b"EHLO client.test\r\n")
-        await assert_closed_without_banner(client)
-    [message] = refusals(caplog)
+    [message] = await refused_silently(header + b"EHLO client.test\r\n", caplog)
     assert message.startswith(f"[{SESSION_ID}] refused {LB}: bad PROXY header (checksum-mismatch: ")
-    assert handler.connects == []
-    assert handler.proxy_calls == []
 
 
 async def test_plain_smtp_from_a_trusted_peer_is_not_guessed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="smtpd_trio")
-    handler = Recorder()
-    async with open_test_session(
-        handler, config=proxy_config(), peer=LB, read_greeting=False
-    ) as client:
-        await client.send(b"EHLO client.test\r\n")
-        await assert_closed_without_banner(client)
-    assert refusals(caplog) == [
+    assert await refused_silently(b"EHLO client.test\r\n", caplog) == [
         f"[{SESSION_ID}] refused {LB}: bad PROXY header "
         "(not-proxy: not a PROXY header: b'EHLO client.test\\r\\n')"
     ]
-    assert handler.connects == []
 
 
 async def test_peer_outside_the_allowlist_is_refused(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="smtpd_trio")
-    handler = Recorder()
     stranger = Endpoint("198.51.100.99", 40000)
-    async with open_test_session(
-        handler, config=proxy_config(), peer=stranger, read_greeting=False
-    ) as client:
-        await client.send(v1("192.0.2.200", FRONTEND_IP, 1234, 25) + b"EHLO client.test\r\n")
-        await assert_closed_without_banner(client)
-    assert refusals(caplog) == [
+    data = v1("192.0.2.200", FRONTEND_IP, 1234, 25) + b"EHLO client.test\r\n"
+    assert await refused_silently(data, caplog, peer=stranger) == [
         f"[{SESSION_ID}] refused {stranger}: peer {stranger} is not a trusted proxy"
     ]
-    assert handler.connects == []
-    assert handler.proxy_calls == []
 
 
 async def test_untrusted_peer_served_directly_never_believes_a_header() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pathlib
 import re
 import smtplib
-import subprocess
 
 import pytest
 import trio
@@ -139,34 +138,6 @@ async def test_swaks_message_too_big(nursery: trio.Nursery, swaks: str) -> None:
     assert "552 5.3.4" in run.output
     assert run.returncode != 0
     assert handler.deliveries == []
-
-
-@pytest.fixture
-def swaks_utf8(swaks: str) -> str:
-    """swaks, if it can send SMTPUTF8 (its ``--utf8`` option, new in swaks 20240103.0)."""
-    done = subprocess.run([swaks, "--help"], capture_output=True, check=False, timeout=20)
-    if b"--utf8" not in done.stdout + done.stderr:
-        pytest.skip("this swaks cannot send SMTPUTF8 (no --utf8 option; swaks >= 20240103.0 can)")
-    return swaks
-
-
-async def test_swaks_smtputf8(nursery: trio.Nursery, swaks_utf8: str) -> None:
-    swaks = swaks_utf8
-    handler = Recorder()
-    port = await start_server(nursery, handler)
-
-    run = await run_client(
-        [
-            *swaks_argv(swaks, port, "--body", "grüße", to="jösé@example.org"),
-            "--utf8",
-        ]
-    )
-
-    assert run.returncode == 0, run.output
-    [delivery] = handler.deliveries
-    assert "SMTPUTF8" in delivery.mail_params
-    assert delivery.rcpt_tos == ("jösé@example.org",)
-    assert "with UTF8SMTP id" in delivery.received_header
 
 
 async def test_smtplib_smtputf8(nursery: trio.Nursery) -> None:
