@@ -25,23 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = textwrap.dedent(
     """
     import logging, sys
-    from collections.abc import AsyncIterator
     import trio
-    from smtpd_trio import Config, Envelope, Handler, Reply, Session, serve_smtp
+    from smtpd_trio import Config, Handler, Message, MessageStream, Reply, Session, serve_smtp
 
     class Streaming(Handler):
-        async def on_data_chunks(
-            self, session: Session, envelope: Envelope, chunks: AsyncIterator[bytes]
-        ) -> Reply | None:
+        async def on_data_chunks(self, session: Session, message: MessageStream) -> Reply | None:
             total = 0
-            async for chunk in chunks:
+            async for chunk in message.chunks:
                 total += len(chunk)
             print("received", total, flush=True)
             return None
 
     class Buffered(Handler):
-        async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-            print("received", len(envelope.content or b""), flush=True)
+        async def on_data(self, session: Session, message: Message) -> Reply | None:
+            print("received", len(message.content), flush=True)
             return None
 
     logging.basicConfig(level=logging.WARNING)

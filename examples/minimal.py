@@ -18,14 +18,15 @@ import os
 
 import trio
 
-from smtpd_trio import Envelope, Handler, Reply, Session, serve_smtp
+from smtpd_trio import Handler, Message, Reply, Session, serve_smtp
 
 
 class PrintingHandler(Handler):
     """Accepts every message and prints its envelope and text."""
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        content = envelope.message_with_trace().decode("utf-8", "replace")
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        envelope = message.envelope
+        content = message.with_trace().decode("utf-8", "replace")
         print(f"From <{envelope.mail_from}> to {', '.join(envelope.rcpt_tos)} via {session.client}")
         print(content.replace("\r\n", "\n"))
         return None  # accept: the client gets "250 2.0.0 Message accepted"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from smtpd_trio import Config, Envelope, Handler, Reject, Reply, Session, serve_smtp
+from smtpd_trio import Config, Envelope, Handler, Message, Reject, Reply, Session, serve_smtp
 from smtpd_trio.handlers import Maildir
 
 
@@ -54,10 +54,10 @@ class MyDomainOnly(Handler):
             raise Reject(550, "5.1.1", f"We only accept mail for {self.domain}")
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
         # The Maildir handler writes tmp/, fsyncs, renames into new/ and only then returns,
         # so the 250 goes out for a message that is safely on disk (451 if it could not be).
-        return await self.store.on_data(session, envelope)
+        return await self.store.on_data(session, message)
 
 
 def main() -> None:

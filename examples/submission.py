@@ -37,7 +37,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from smtpd_trio import Config, Envelope, Handler, Reject, Reply, Session, serve_smtp
+from smtpd_trio import Config, Handler, Message, Reject, Reply, Session, serve_smtp
 from smtpd_trio.auth import LoginCredentials
 from smtpd_trio.handlers import Maildir
 
@@ -118,7 +118,7 @@ class Submission(Handler):
         self.store = Maildir(maildir)
 
     async def on_mail(
-        self, session: Session, envelope: Envelope, address: str, params: Mapping[str, str | None]
+        self, session: Session, address: str, params: Mapping[str, str | None]
     ) -> Reply | None:
         # auth_required already refused MAIL before AUTH (530 5.7.0); this is the sender policy.
         user = session.authenticated_as
@@ -126,8 +126,8 @@ class Submission(Handler):
             raise Reject(553, "5.7.1", f"You may only send as {user}")
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        return await self.store.on_data(session, envelope)
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        return await self.store.on_data(session, message)
 
 
 def tls_context(cert: str | os.PathLike[str], key: str | os.PathLike[str] | None) -> ssl.SSLContext:

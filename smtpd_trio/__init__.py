@@ -9,7 +9,18 @@ from ._smtp.body import BareLineEndings
 from ._smtp.replies import Reply
 from .config import Config
 from .errors import ConfigError, SMTPDTrioError
-from .handler import Endpoint, Envelope, Handler, MessageAborted, Reject, Session, TLSInfo
+from .handler import (
+    Endpoint,
+    Envelope,
+    Handler,
+    Message,
+    MessageAborted,
+    MessageStream,
+    Reject,
+    Session,
+    TLSInfo,
+    TransactionOutcome,
+)
 from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
 from .session import run_session
 from .trace import received_header
@@ -23,13 +34,16 @@ __all__ = [
     "Endpoint",
     "Envelope",
     "Handler",
+    "Message",
     "MessageAborted",
+    "MessageStream",
     "Reject",
     "Reply",
     "SMTPDTrioError",
     "SMTPServer",
     "Session",
     "TLSInfo",
+    "TransactionOutcome",
     "__version__",
     "listener_port",
     "open_smtp_listeners",

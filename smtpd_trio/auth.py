@@ -8,22 +8,34 @@ callable you provide, :attr:`Config.authenticator`) checks them::
             return credentials.username      # the authenticated identity
         return None                          # 535 5.7.8
 
+It may also raise :class:`~smtpd_trio.Reject` to answer with its own 4xx/5xx reply; any other
+exception is answered ``454 4.7.0`` (a temporary failure) and logged.
+
 PLAIN (RFC 4616) and LOGIN are built in. Add others (XOAUTH2, CRAM-MD5, ...) by implementing
 :class:`Mechanism`: ``start()`` returns an exchange whose ``step()`` is fed the client's
 responses (already base64-decoded; None before the first) and returns a :class:`Challenge` to
 send, or the finished credentials object (of any type your authenticator understands). A
 malformed response raises :class:`SASLError` (501).
 
-Mechanisms are sans-IO and synchronous; only the authenticator awaits.
+Mechanisms are sans-IO and synchronous (the state machine runs them); only the authenticator
+awaits.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Any, final
 
-import attrs
+from ._smtp.sasl import (
+    Challenge,
+    Login,
+    LoginCredentials,
+    Mechanism,
+    Plain,
+    SASLError,
+    SASLExchange,
+)
 
 if TYPE_CHECKING:
     from .handler import Session
@@ -40,114 +52,8 @@ __all__ = [
     "StaticAuthenticator",
 ]
 
-
-class SASLError(Exception):
-    """The client's SASL response is malformed (answered 501 5.5.2)."""
-
-
-@final
-@attrs.frozen
-class Challenge:
-    """A server challenge: sent as ``334 <base64>``."""
-
-    data: bytes = b""
-
-
-@final
-@attrs.frozen(repr=False)
-class LoginCredentials:
-    """A user name and password (from PLAIN or LOGIN). The password never appears in repr."""
-
-    username: str
-    password: str
-    #: PLAIN's authorization identity, if the client asked to act as someone else.
-    authzid: str | None = None
-
-    def __repr__(self) -> str:
-        return f"LoginCredentials(username={self.username!r}, authzid={self.authzid!r})"
-
-
-class SASLExchange(Protocol):
-    """One authentication exchange in progress."""
-
-    def step(self, response: bytes | None) -> Challenge | object:
-        """Take the next client response (None: there was no initial response); return a
-        Challenge to send, or the credentials when the exchange is complete."""
-        ...
-
-
-class Mechanism(Protocol):
-    """A SASL mechanism, such as PLAIN."""
-
-    #: The name advertised in EHLO and given in ``AUTH <name>``, upper case.
-    @property
-    def name(self) -> str: ...
-
-    def start(self) -> SASLExchange: ...
-
-
-Authenticator = Callable[["Session", object], Awaitable[str | None]]
-
-
-def _text(data: bytes, what: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SASLError(f"{what} is not UTF-8") from None
-
-
-@final
-class _PlainExchange:
-    def __init__(self) -> None:
-        self._asked = False
-
-    def step(self, response: bytes | None) -> Challenge | LoginCredentials:
-        if response is None:
-            if self._asked:
-                raise SASLError("PLAIN needs a response")
-            self._asked = True
-            return Challenge(b"")
-        parts = response.split(b"\x00")
-        if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise SASLError("PLAIN response must be authzid NUL authcid NUL password")
-        authzid = _text(parts[0], "authorization identity") or None
-        return LoginCredentials(_text(parts[1], "user name"), _text(parts[2], "password"), authzid)
-
-
-@final
-class Plain:
-    """SASL PLAIN (RFC 4616): one response holding ``authzid NUL user NUL password``."""
-
-    name = "PLAIN"
-
-    def start(self) -> SASLExchange:
-        return _PlainExchange()
-
-
-@final
-class _LoginExchange:
-    def __init__(self) -> None:
-        self._username: str | None = None
-
-    def step(self, response: bytes | None) -> Challenge | LoginCredentials:
-        if response is None:
-            return Challenge(b"Username:")
-        if self._username is None:
-            self._username = _text(response, "user name")
-            if not self._username:
-                raise SASLError("empty user name")
-            return Challenge(b"Password:")
-        return LoginCredentials(self._username, _text(response, "password"))
-
-
-@final
-class Login:
-    """The LOGIN mechanism (draft-murchison-sasl-login): user name, then password."""
-
-    name = "LOGIN"
-
-    def start(self) -> SASLExchange:
-        return _LoginExchange()
+#: ``async (session, credentials) -> identity | None``.
+Authenticator = Callable[["Session[Any]", object], Awaitable[str | None]]
 
 
 @final
@@ -158,7 +64,7 @@ class StaticAuthenticator:
     def __init__(self, users: Mapping[str, str]) -> None:
         self._users = {name: password.encode("utf-8") for name, password in users.items()}
 
-    async def __call__(self, session: Session, credentials: object) -> str | None:
+    async def __call__(self, session: Session[Any], credentials: object) -> str | None:
         if not isinstance(credentials, LoginCredentials):
             return None
         if credentials.authzid not in (None, credentials.username):

@@ -12,7 +12,7 @@ from typing import Any, final
 import attrs
 
 from ._smtp.body import BareLineEndings
-from ._smtp.machine import DEFAULT_MAX_COMMAND_LINE
+from ._smtp.settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
 from .auth import Authenticator, Login, Mechanism, Plain
 from .errors import ConfigError
 from .trust import TrustedNetworks, TrustEntry
@@ -188,6 +188,14 @@ class Config:
     #: Failed AUTH attempts before the session ends with 421.
     max_auth_failures: int = attrs.field(default=3, validator=_positive_int)
 
+    #: What the protocol state machine needs of all this, built once (see :attr:`smtp`).
+    _smtp: SMTPSettings = attrs.field(init=False, repr=False, eq=False)
+
+    @property
+    def smtp(self) -> SMTPSettings:
+        """The protocol settings every session's state machine shares."""
+        return self._smtp
+
     def __attrs_post_init__(self) -> None:
         if (self.implicit_tls or self.require_tls) and self.tls_context is None:
             raise ConfigError("implicit_tls and require_tls need a tls_context")
@@ -207,3 +215,21 @@ class Config:
                 "proxy_protocol is on but trusted_proxies is empty: every connection would be "
                 "refused (add the load balancers' networks)"
             )
+        settings = SMTPSettings(
+            hostname=self.hostname,
+            banner=self.banner,
+            max_message_size=self.max_message_size,
+            max_recipients=self.max_recipients,
+            max_command_line=self.max_command_line,
+            max_line_length=self.max_line_length,
+            max_errors=self.max_errors,
+            bare_line_endings=self.bare_line_endings,
+            smtputf8=self.smtputf8,
+            starttls=self.tls_context is not None,
+            require_tls=self.require_tls,
+            auth_mechanisms=self.auth_mechanisms if self.authenticator is not None else (),
+            auth_over_plaintext=self.auth_over_plaintext,
+            auth_required=self.auth_required,
+            max_auth_failures=self.max_auth_failures,
+        )
+        object.__setattr__(self, "_smtp", settings)

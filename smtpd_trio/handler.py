@@ -1,48 +1,73 @@
-"""What a handler sees and returns: :class:`Session`, :class:`Envelope`, :class:`Reject` and the
-:class:`Handler` base class.
+"""What a handler sees and returns: :class:`Handler`, :class:`Session`, :class:`Envelope`,
+:class:`Message`, :class:`MessageStream`, :class:`Reject`.
 
-A handler is any object with some of these async methods (all optional; a missing one accepts)::
+A handler subclasses :class:`Handler` and overrides some of these (all optional; a missing one
+accepts)::
 
+    def new_state(self, session) -> StateT                                   (sync)
     async def on_proxy(self, session, info) -> Reply | None
     async def on_connect(self, session) -> Reply | None
     async def on_helo(self, session, name, extended) -> Reply | None
-    async def on_mail(self, session, envelope, address, params) -> Reply | None
+    async def on_mail(self, session, address, params) -> Reply | None
     async def on_rcpt(self, session, envelope, address, params) -> Reply | None
-    async def on_data(self, session, envelope) -> Reply | None
-    async def on_data_chunks(self, session, envelope, chunks) -> Reply | None   (streaming)
-    async def on_reset(self, session, envelope) -> None
+    async def on_data(self, session, message) -> Reply | None
+    async def on_data_chunks(self, session, message) -> Reply | None         (streaming)
+    async def on_transaction_end(self, session, envelope, outcome) -> None
     async def on_close(self, session) -> None
 
-Subclass :class:`Handler` to have a type checker verify the signatures. To refuse, raise
-:class:`Reject` (or return a :class:`~smtpd_trio.Reply` with a 4xx/5xx code). Any other
-exception escaping a callback is logged with the connection id and answered ``451 4.3.0``; its
-text never reaches the client.
+The server checks every callback when it is built (:func:`handler_callbacks`): a synchronous
+callback, one that cannot take the arguments it will be given, or a name from an older version
+of this API is a :class:`TypeError` naming the method, not a failure on every call.
+
+To refuse, raise :class:`Reject` (or return a :class:`~smtpd_trio.Reply` with a 4xx/5xx code).
+Any other exception escaping a callback is logged with the connection id and answered with a
+temporary failure (``451 4.3.0``); its text never reaches the client.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, final
+import inspect
+import logging
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Generic, cast, final
 
 import attrs
 
+from ._smtp.events import Envelope, TransactionOutcome
+from ._smtp.facts import SessionFacts, TLSInfo
 from ._smtp.replies import Reply
 from .errors import SMTPDTrioError
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
     from .proxy import ProxyInfo
 
+    #: The type of ``Session.state``: what :meth:`Handler.new_state` returns.
+    StateT = TypeVar("StateT", default=dict[str, Any])
+else:
+    from typing import TypeVar
+
+    StateT = TypeVar("StateT")
+
 __all__ = [
-    "CALLBACK_NAMES",
+    "Callbacks",
     "Endpoint",
     "Envelope",
     "Handler",
+    "Message",
     "MessageAborted",
+    "MessageStream",
     "Reject",
     "Session",
     "TLSInfo",
+    "TransactionOutcome",
+    "handler_callbacks",
 ]
+
+log: Final = logging.getLogger("smtpd_trio.handler")
 
 
 @final
@@ -61,23 +86,20 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@final
-@attrs.frozen
-class TLSInfo:
-    """What was negotiated when the session is under TLS."""
-
-    version: str
-    cipher: str
-    #: The SNI name the client asked for, if any.
-    server_name: str | None = None
-    #: The client certificate (as ``ssl.SSLSocket.getpeercert()`` gives it), when verified.
-    peer_certificate: Mapping[str, Any] | None = None
+def _empty_state() -> Any:
+    return {}
 
 
 @final
-@attrs.define(eq=False)
-class Session:
-    """One SMTP connection, as the handler sees it. The server keeps its fields current."""
+@attrs.define(eq=False, kw_only=True, repr=False)
+class Session(SessionFacts, Generic[StateT]):
+    """One SMTP connection, as the handler sees it; the same object for every callback of
+    that connection.
+
+    The protocol facts (``helo_name``, ``extended``, ``tls``, ``authenticated_as``,
+    ``messages_accepted``) are read-only properties kept current by the protocol state
+    machine; ``state`` is the handler's own (see :meth:`Handler.new_state`).
+    """
 
     #: A short id unique within this process; every log line about the connection carries it.
     id: str
@@ -89,63 +111,56 @@ class Session:
     hostname: str
     #: The PROXY protocol header that was believed, if any.
     proxy: ProxyInfo | None = None
-    #: The HELO/EHLO name, once accepted.
-    helo_name: str | None = None
-    #: True once EHLO (rather than HELO) was accepted.
-    extended: bool = False
-    #: TLS facts while the session is under TLS.
-    tls: TLSInfo | None = None
-    #: The authenticated identity (SMTP AUTH), if any.
-    authenticated_as: str | None = None
     #: When the connection was accepted (UTC).
     connected_at: _dt.datetime = attrs.field(factory=lambda: _dt.datetime.now(_dt.UTC))
-    #: Messages accepted (250 sent) in this session.
-    messages_accepted: int = 0
-    #: Free for the handler's own per-connection state.
-    state: dict[str, Any] = attrs.field(factory=dict)
+    #: The handler's per-connection state: what :meth:`Handler.new_state` returned (a new
+    #: empty dict by default).
+    state: StateT = attrs.field(factory=_empty_state)
+
+    def __repr__(self) -> str:
+        via = f" via {self.peer}" if self.peer != self.client else ""
+        return f"<Session {self.id} {self.client}{via} helo={self.helo_name!r}>"
 
 
 @final
-@attrs.define(eq=False)
-class Envelope:
-    """One mail transaction: MAIL FROM, RCPT TOs and, after DATA, the message."""
+@attrs.frozen
+class Message:
+    """A complete message, as ``on_data`` receives it."""
 
-    #: An id for this transaction, unique within the process (used in Received and logs).
-    id: str
-    #: The reverse-path without brackets (``""`` is the null sender), once MAIL was accepted.
-    mail_from: str | None = None
-    #: MAIL's ESMTP parameters, keywords upper-cased.
-    mail_params: Mapping[str, str | None] = attrs.field(factory=dict)
-    #: Accepted recipients, in order.
-    rcpt_tos: list[str] = attrs.field(factory=list)
-    #: The parameters of each accepted RCPT, in the same order.
-    rcpt_params: list[Mapping[str, str | None]] = attrs.field(factory=list)
-    #: The message text, un-stuffed, exactly as the client sent it (no trace header added).
-    content: bytes | None = None
-    #: The ``Received:`` header for this message (CRLF-terminated, folded), set before on_data.
-    received_header: str | None = None
+    #: The transaction: sender, recipients, their parameters and the transaction id.
+    envelope: Envelope
+    #: The message text: exactly what the client meant, dot-unstuffed, CRLF line endings,
+    #: without the terminating ``.`` line and without the ``Received:`` header.
+    content: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
+    #: The ``Received:`` trace header for this message (RFC 5321 §4.4), CRLF-terminated.
+    received_header: str = attrs.field(repr=False)
 
-    @property
-    def smtputf8(self) -> bool:
-        """True if MAIL carried SMTPUTF8 (RFC 6531)."""
-        return "SMTPUTF8" in self.mail_params
+    def with_trace(self) -> bytes:
+        """The Received header followed by the content: what a storing handler keeps."""
+        return self.received_header.encode("utf-8") + self.content
 
-    @property
-    def body_type(self) -> str | None:
-        """``"7BIT"``, ``"8BITMIME"``, or None if MAIL gave no BODY parameter."""
-        value = self.mail_params.get("BODY")
-        return value.upper() if value else None
 
-    def message_with_trace(self) -> bytes:
-        """The message with the Received header prepended: what a storing handler keeps."""
-        content = self.content or b""
-        if self.received_header is None:
-            return content
-        return self.received_header.encode("utf-8") + content
+@final
+@attrs.frozen
+class MessageStream:
+    """A message arriving, as ``on_data_chunks`` receives it: read ``chunks`` with
+    ``async for``; iteration stops at the real end of the message, or raises
+    :class:`MessageAborted` if the message is refused or the connection ends on the way."""
+
+    envelope: Envelope
+    #: The ``Received:`` trace header for this message (RFC 5321 §4.4), CRLF-terminated.
+    received_header: str = attrs.field(repr=False)
+    #: The un-stuffed message text, piece by piece, read from the client as you ask.
+    chunks: AsyncIterator[bytes] = attrs.field(repr=False)
 
 
 class Reject(Exception):
-    """Raise from a callback to refuse with ``code`` (4xx temporary, 5xx permanent)."""
+    """Raise from a callback to refuse with ``code`` (4xx temporary, 5xx permanent).
+
+    Without ``enhanced``, the server gives the reply the RFC 3463 code that fits the callback
+    (``X.1.0`` for MAIL and RCPT, ``X.7.0`` for AUTH, ``X.0.0`` otherwise), since it always
+    advertises ENHANCEDSTATUSCODES.
+    """
 
     def __init__(self, code: int, enhanced: str | None = None, text: str = "Rejected") -> None:
         if not 400 <= code <= 599:
@@ -155,91 +170,218 @@ class Reject(Exception):
 
 
 class MessageAborted(SMTPDTrioError):
-    """Raised inside :meth:`Handler.on_data_chunks` iteration: the message will not be
-    accepted (it broke a limit, or the connection ended). Stop processing it."""
+    """Raised while iterating :attr:`MessageStream.chunks`: the message will not be accepted
+    (it broke a limit, or the connection ended). Stop processing it; let it propagate (the
+    client gets the refusal, and nothing is logged as a handler failure)."""
 
 
-class Handler:
+class Handler(Generic[StateT]):
     """A handler that accepts everything. Subclass it and override what you need.
 
-    Every method is optional: the server only calls the ones your class defines or overrides.
+    Every callback is optional: the server only calls the ones your class overrides. For
+    typed per-connection state, parameterize the class and define :meth:`new_state`::
+
+        @attrs.define
+        class Counts:
+            recipients: int = 0
+
+        class Counting(Handler[Counts]):
+            def new_state(self, session: Session[Counts]) -> Counts:
+                return Counts()
+
+            async def on_rcpt(self, session: Session[Counts], envelope, address, params):
+                session.state.recipients += 1
     """
 
-    async def on_proxy(self, session: Session, info: ProxyInfo) -> Reply | None:
+    def new_state(self, session: Session[StateT]) -> StateT:
+        """The per-connection state for ``session`` (``session.state``), made once when the
+        connection is accepted, before any callback. The default is a new empty dict."""
+        return cast(StateT, {})
+
+    async def on_proxy(self, session: Session[StateT], info: ProxyInfo) -> Reply | None:
         """A trusted PROXY header was read (``session.client`` is already the real client).
 
         Refusing (raise :class:`Reject` or return a 4xx/5xx reply) closes the connection
         before any banner is sent, as with a malformed header."""
         return None
 
-    async def on_connect(self, session: Session) -> Reply | None:
-        """A client connected. Refuse with ``Reject(554, ...)`` or ``Reject(421, ...)``.
+    async def on_connect(self, session: Session[StateT]) -> Reply | None:
+        """A client connected. Return a ``220`` reply to change the banner, or refuse with
+        ``Reject(554, ...)`` (then only QUIT is served) or ``Reject(421, ...)`` (closes).
 
         A greeting may only be 220, 554 or 421 (RFC 5321 §3.1): another 4xx, or an exception
         escaping this method, is sent as 421 (and the connection closed); another 5xx as 554.
         """
         return None
 
-    async def on_helo(self, session: Session, name: str, extended: bool) -> Reply | None:
-        """HELO (``extended`` False) or EHLO (True) with a well-formed name."""
+    async def on_helo(self, session: Session[StateT], name: str, extended: bool) -> Reply | None:
+        """HELO (``extended`` False) or EHLO (True) with a well-formed name. Return None to
+        accept (the server answers with its name and, for EHLO, the extensions) or refuse."""
         return None
 
     async def on_mail(
-        self, session: Session, envelope: Envelope, address: str, params: Mapping[str, str | None]
+        self, session: Session[StateT], address: str, params: Mapping[str, str | None]
     ) -> Reply | None:
-        """MAIL FROM. ``address`` is ``""`` for the null sender."""
+        """MAIL FROM. ``address`` is ``""`` for the null sender. Accepting opens a transaction
+        (an :class:`Envelope`). Positive replies: 250."""
         return None
 
     async def on_rcpt(
-        self, session: Session, envelope: Envelope, address: str, params: Mapping[str, str | None]
+        self,
+        session: Session[StateT],
+        envelope: Envelope,
+        address: str,
+        params: Mapping[str, str | None],
     ) -> Reply | None:
-        """RCPT TO, within the recipient limit."""
+        """RCPT TO, within the recipient limit; ``envelope`` is the transaction so far.
+        Positive replies: 250, 251."""
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        """A complete message: ``envelope.content``. Return only once it is safely stored:
-        the 250 goes out when this returns."""
+    async def on_data(self, session: Session[StateT], message: Message) -> Reply | None:
+        """A complete message. Return only once it is safely stored: the 250 goes out when
+        this returns. Positive replies: 250."""
         return None
 
     async def on_data_chunks(
-        self, session: Session, envelope: Envelope, chunks: AsyncIterator[bytes]
+        self, session: Session[StateT], message: MessageStream
     ) -> Reply | None:
         """Streaming instead of :meth:`on_data`: define this to receive the message text as
         it arrives, for messages larger than you want in memory::
 
-            async for chunk in chunks:
+            async for chunk in message.chunks:
                 await sink.write(chunk)
 
         The server reads from the client only when you ask for the next chunk (backpressure),
         so memory stays at about one read (64 KiB) whatever the message size. Iteration
         stops at the real end of the message; if the message is refused on the way (size
-        limit, bare line endings) or the connection ends, it raises :class:`MessageAborted`:
-        let it propagate (or catch it to clean up); the client gets the refusal, not 451.
-        ``envelope.content`` stays None; ``envelope.received_header`` is set. What you do not
-        read is read and dropped for you. Return only once the message is safely stored: the
-        250 goes out when this returns. When a handler defines this, on_data is not called.
+        limit, bare line endings) or the connection ends, it raises :class:`MessageAborted`.
+        What you do not read is read and dropped for you. Return only once the message is
+        safely stored: the 250 goes out when this returns. Define this or on_data, not both.
         """
-        async for _ in chunks:
-            pass
         return None
 
-    async def on_reset(self, session: Session, envelope: Envelope) -> None:
-        """RSET, or HELO/EHLO, ended the transaction ``envelope`` (which may be empty)."""
+    async def on_transaction_end(
+        self, session: Session[StateT], envelope: Envelope, outcome: TransactionOutcome
+    ) -> None:
+        """A mail transaction ended: exactly once for every accepted MAIL, with how it ended
+        (accepted, refused, reset, or aborted because the connection ended)."""
 
-    async def on_close(self, session: Session) -> None:
+    async def on_close(self, session: Session[StateT]) -> None:
         """The connection is over (the stream is being closed). It runs shielded from
         cancellation but is given at most one second."""
 
 
-#: The callback names the server looks for.
-CALLBACK_NAMES: Final = (
-    "on_proxy",
-    "on_connect",
-    "on_helo",
-    "on_mail",
-    "on_rcpt",
-    "on_data",
-    "on_data_chunks",
-    "on_reset",
-    "on_close",
-)
+Callback = Callable[..., Awaitable[Any]]
+
+# The callbacks the server calls, with the arguments it passes (after ``self``).
+_SIGNATURES: Final[dict[str, tuple[str, ...]]] = {
+    "on_proxy": ("session", "info"),
+    "on_connect": ("session",),
+    "on_helo": ("session", "name", "extended"),
+    "on_mail": ("session", "address", "params"),
+    "on_rcpt": ("session", "envelope", "address", "params"),
+    "on_data": ("session", "message"),
+    "on_data_chunks": ("session", "message"),
+    "on_transaction_end": ("session", "envelope", "outcome"),
+    "on_close": ("session",),
+}
+
+# Names of earlier versions of this API, and what replaced them.
+_RENAMED: Final = {
+    "on_reset": "on_transaction_end(self, session, envelope, outcome)",
+}
+
+
+@final
+@attrs.frozen
+class Callbacks:
+    """The callbacks a handler really defines (the no-op defaults of :class:`Handler` are
+    left out, so they cost nothing), checked once. Built by :func:`handler_callbacks`."""
+
+    new_state: Callable[[Session[Any]], Any] | None = None
+    on_proxy: Callback | None = None
+    on_connect: Callback | None = None
+    on_helo: Callback | None = None
+    on_mail: Callback | None = None
+    on_rcpt: Callback | None = None
+    on_data: Callback | None = None
+    on_data_chunks: Callback | None = None
+    on_transaction_end: Callback | None = None
+    on_close: Callback | None = None
+
+
+def _is_async(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _declares_state_type(cls: type) -> bool:
+    """True if ``cls`` derives from ``Handler[T]`` for a T other than the default dict."""
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) is Handler:
+                args = typing.get_args(base)
+                if args and args[0] is not Any and typing.get_origin(args[0]) is not dict:
+                    return args[0] is not dict
+    return False
+
+
+def _check(cls: type, name: str, fn: object) -> None:
+    params = _SIGNATURES[name]
+    call = f"{name}({', '.join(params)})"
+    where = f"{cls.__name__}.{name}"
+    if not callable(fn):
+        raise TypeError(f"{where} is not callable; smtpd-trio calls {call}")
+    if not _is_async(fn):
+        raise TypeError(f"{where} must be an async function: async def {name}(self, ...)")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some callables have no signature to inspect
+        return
+    try:
+        signature.bind(*params)
+    except TypeError as exc:
+        takes = ", ".join(signature.parameters)
+        raise TypeError(f"{where}({takes}) cannot be called as {call}: {exc}") from None
+
+
+def handler_callbacks(handler: object) -> Callbacks:
+    """Check ``handler`` and collect its callbacks. Raises TypeError, naming the method, for
+    anything that would fail on every call."""
+    cls = type(handler)
+    for old, new in _RENAMED.items():
+        if callable(getattr(handler, old, None)):
+            raise TypeError(f"{cls.__name__}.{old} is no longer called: define {new} instead")
+    found: dict[str, Any] = {}
+    for name in _SIGNATURES:
+        fn = getattr(handler, name, None)
+        if fn is None or getattr(cls, name, None) is getattr(Handler, name):
+            continue
+        _check(cls, name, fn)
+        found[name] = fn
+    if "on_data" in found and "on_data_chunks" in found:
+        raise TypeError(
+            f"{cls.__name__} defines both on_data and on_data_chunks: define one (on_data "
+            "receives the whole message, on_data_chunks streams it)"
+        )
+    new_state = getattr(handler, "new_state", None)
+    if new_state is not None and getattr(cls, "new_state", None) is not Handler.new_state:
+        if not callable(new_state) or _is_async(new_state):
+            raise TypeError(f"{cls.__name__}.new_state must be a plain (not async) method")
+        found["new_state"] = new_state
+    elif _declares_state_type(cls):
+        raise TypeError(
+            f"{cls.__name__} declares a state type (Handler[...]) but does not define "
+            "new_state(self, session) to make it"
+        )
+    for name in dir(handler):
+        if name.startswith("on_") and name not in _SIGNATURES:
+            log.warning(
+                "handler %s has a method %s, which is not a callback smtpd-trio calls (known: %s)",
+                cls.__name__,
+                name,
+                ", ".join(_SIGNATURES),
+            )
+    return Callbacks(**found)

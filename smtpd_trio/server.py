@@ -28,17 +28,18 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Sequence
-from typing import Final, NoReturn, final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NoReturn, final
 
 import trio
 
 from ._smtp import replies
+from ._smtp.replies import Reply
 from .config import Config
 from .connection import ProxyRefused, proxy_stage
-from .handler import CALLBACK_NAMES, Endpoint, Reject, Session
+from .handler import Callbacks, Endpoint, Handler, Reject, Session, handler_callbacks
 from .proxy import ProxyInfo
-from .session import SessionDriver, _callbacks, new_session_id
+from .session import SessionDriver, new_session, new_session_id
 
 __all__ = ["SMTPServer", "serve_smtp"]
 
@@ -77,32 +78,18 @@ def stream_endpoints(stream: trio.abc.Stream) -> tuple[Endpoint | None, Endpoint
         return None, None
 
 
-def _warn_unknown_callbacks(handler: object) -> None:
-    """Catch typos such as ``on_rcpt_to``: they would silently never be called."""
-    for name in dir(handler):
-        if name.startswith("on_") and name not in CALLBACK_NAMES:
-            log.warning(
-                "handler %s has a method %s, which is not a callback smtpd-trio calls (known: %s)",
-                type(handler).__name__,
-                name,
-                ", ".join(CALLBACK_NAMES),
-            )
-
-
 @final
 class SMTPServer:
     """An SMTP server for one handler and one :class:`Config`, over any listeners."""
 
-    def __init__(self, handler: object, *, config: Config | None = None) -> None:
+    def __init__(self, handler: Handler[Any], *, config: Config | None = None) -> None:
+        """Raises TypeError if a callback of ``handler`` could never be called as it is
+        (see :func:`smtpd_trio.handler.handler_callbacks`)."""
         self.handler = handler
         self.config = config or Config()
-        self._callbacks = _callbacks(handler)
-        _warn_unknown_callbacks(handler)
-        if "on_data_chunks" in self._callbacks and "on_data" in self._callbacks:
-            log.warning(
-                "handler %s defines on_data and on_data_chunks: only on_data_chunks is called",
-                type(handler).__name__,
-            )
+        self._callbacks: Callbacks = handler_callbacks(handler)
+        # Told about each session as it starts (the test harness uses it).
+        self._session_observer: Callable[[Session[Any]], None] | None = None
         self._drivers: set[SessionDriver] = set()
         self._shutting_down = False
         self._accept_scope: trio.CancelScope | None = None
@@ -167,7 +154,7 @@ class SMTPServer:
                 self._connections_scope.deadline, trio.current_time() + grace
             )
         for driver in list(self._drivers):
-            driver.wake_if_idle()
+            driver.request_shutdown()
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[trio.abc.Stream], connections: trio.Nursery
@@ -240,12 +227,19 @@ class SMTPServer:
                     return
                 client, proxy, leftover = stage.client, stage.info, stage.leftover
             quiet = bool(config.ignored_hosts) and client.host in config.ignored_hosts
-            session = Session(
-                id=session_id, client=client, peer=peer, hostname=config.hostname, proxy=proxy
+            session = new_session(
+                self._callbacks,
+                id=session_id,
+                client=client,
+                peer=peer,
+                hostname=config.hostname,
+                proxy=proxy,
             )
+            if self._session_observer is not None:
+                self._session_observer(session)
             if (
                 proxy is not None
-                and "on_proxy" in self._callbacks
+                and self._callbacks.on_proxy is not None
                 and not await self._proxy_accepted(session, proxy)
             ):
                 await trio.aclose_forcefully(stream)
@@ -256,14 +250,10 @@ class SMTPServer:
                 else:
                     log.info("[%s] connection from %s via %s", session_id, client, peer)
             driver = SessionDriver(
-                stream,
-                self.handler,
-                config=config,
-                session=session,
-                callbacks=self._callbacks,
-                server=self,
-                quiet=quiet,
+                stream, self._callbacks, config=config, session=session, quiet=quiet
             )
+            if self._shutting_down:
+                driver.request_shutdown()
             self._drivers.add(driver)
             try:
                 await driver.run(leftover)
@@ -277,19 +267,29 @@ class SMTPServer:
         finally:
             self._active -= 1
 
-    async def _proxy_accepted(self, session: Session, info: ProxyInfo) -> bool:
+    async def _proxy_accepted(self, session: Session[Any], info: ProxyInfo) -> bool:
         """Ask the handler's on_proxy; a refusal or an exception closes the connection."""
+        on_proxy = self._callbacks.on_proxy
+        assert on_proxy is not None
         try:
-            reply = await self._callbacks["on_proxy"](session, info)
+            reply = await on_proxy(session, info)
         except Reject as exc:
             reply = exc.reply
         except Exception:
             log.exception("[%s] handler on_proxy failed; closing", session.id)
             return False
-        if reply is not None and not reply.is_positive:
-            log.info("[%s] refused by on_proxy: %s", session.id, reply)
+        if reply is None:
+            return True
+        if not isinstance(reply, Reply) or reply.is_positive:
+            log.error(
+                "[%s] handler on_proxy returned %r: accept with None or refuse with a 4xx/5xx "
+                "reply; closing",
+                session.id,
+                reply,
+            )
             return False
-        return True
+        log.info("[%s] refused by on_proxy: %s", session.id, reply)
+        return False
 
 
 async def _open_reuse_port_listeners(
@@ -355,7 +355,7 @@ async def open_smtp_listeners(
 
 
 async def serve_smtp(
-    handler: object,
+    handler: Handler[Any],
     *,
     host: str | Sequence[str] | None = "127.0.0.1",
     port: int = 8025,

@@ -1,15 +1,16 @@
-"""The Trio driver for one SMTP session: stream ⇄ :class:`SMTPMachine` ⇄ handler callbacks.
+"""The Trio driver for one SMTP session: stream <-> :class:`SMTPMachine` <-> handler callbacks.
 
-It is lockstep: one task reads, feeds the machine, awaits the handler for each decision, and
-writes the queued replies in one batch whenever the machine needs more input (so pipelined
-commands get batched replies). There is no reader task and no send lock.
+The driver moves bytes, keeps time and awaits the handler; every protocol rule (what to answer,
+when a transaction starts and ends, the SASL exchange, the STARTTLS reset, what to say when the
+session ends) is the machine's. It is lockstep: one task reads, feeds the machine, awaits the
+handler for each decision, and writes the queued replies in one batch whenever the machine
+needs more input (so pipelined commands get batched replies). There is no reader task and no
+send lock.
 
-Timeouts: every wait for the client (and every write to it) runs under ``command_timeout``;
-time spent inside the handler never counts. On expiry the client gets ``421 4.4.2``.
-
-Shutdown: when the server asks, a session that is waiting for a command outside a transaction
-is told ``421`` at once; one inside a transaction finishes it first (up to the server's
-deadline, after which it is cancelled and still told 421 if the stream allows).
+Time: every wait for the client (and every write to it) runs under ``command_timeout``; time
+spent inside the handler never counts. Whatever interrupts a wait (a timeout, a client that
+stopped reading, a shutdown waking an idle session) is reported to the machine, which decides
+the goodbye.
 """
 
 from __future__ import annotations
@@ -22,47 +23,46 @@ import math
 import secrets
 import ssl
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
-from ._smtp import replies
 from ._smtp.events import (
     NEED_DATA,
-    AuthAborted,
-    AuthResponse,
-    AuthStart,
+    Authenticate,
     Closed,
     CloseReason,
     CommandRejected,
+    Connect,
     Event,
     Hello,
     MailFrom,
     MessageChunk,
     MessageEnd,
     MessageReceived,
-    MessageRefused,
     MessageStart,
     RcptTo,
     StartTLS,
-    TransactionReset,
+    TransactionEnded,
+    TransactionOutcome,
     Verify,
 )
 from ._smtp.machine import SMTPMachine
-from ._smtp.replies import Reply
-from .auth import Challenge, LoginCredentials, Mechanism, SASLError, SASLExchange
+from .auth import LoginCredentials
 from .config import Config
 from .handler import (
-    CALLBACK_NAMES,
+    Callback,
+    Callbacks,
     Endpoint,
-    Envelope,
     Handler,
+    Message,
     MessageAborted,
+    MessageStream,
     Reject,
     Session,
     TLSInfo,
+    handler_callbacks,
 )
 from .trace import received_header
 
@@ -75,12 +75,11 @@ log: Final = logging.getLogger("smtpd_trio.session")
 
 _RECEIVE_SIZE: Final = 65536
 _DEADLINE_SLACK: Final = 1.0
-_NO_MECHANISMS: Final[Mapping[str, Mechanism]] = MappingProxyType({})
-_GOODBYE_TIMEOUT: Final = 1.0  # how long a 421 may take to go out when we are being cancelled
+#: How long a goodbye (the last replies, on_transaction_end, on_close) may take.
+_GOODBYE_TIMEOUT: Final = 1.0
 
 _PREFIX: Final = secrets.token_hex(3)
 _counter = itertools.count(1)
-
 
 # The SNI name a client asks for is only visible to the context's sni_callback, which runs
 # inside do_handshake() in the session's own task; a context variable carries it back.
@@ -116,41 +115,6 @@ def new_session_id() -> str:
     return f"{_PREFIX}{next(_counter):x}"
 
 
-class _ShutdownSource(Protocol):
-    """What a session asks the server about shutdown (see smtpd_trio.server)."""
-
-    @property
-    def shutting_down(self) -> bool: ...
-
-
-Callback = Callable[..., Awaitable[Any]]
-
-
-def _callbacks(handler: object) -> dict[str, Callback]:
-    """The callbacks the handler really defines (the no-op defaults of Handler are skipped)."""
-    found: dict[str, Callback] = {}
-    cls = type(handler)
-    for name in CALLBACK_NAMES:
-        fn = getattr(handler, name, None)
-        if fn is None:
-            continue
-        if getattr(cls, name, None) is getattr(Handler, name):
-            continue
-        found[name] = fn
-    return found
-
-
-def _as_greeting(reply: Reply | None) -> Reply | None:
-    """Make on_connect's refusal a legal greeting: RFC 5321 §3.1 allows only 220, 554 and 421.
-
-    A 4xx (a Reject(450), or the 451 of a failing on_connect) becomes 421, which closes the
-    connection so the client retries later; any other 5xx becomes 554 (then only QUIT works).
-    """
-    if reply is None or reply.is_positive or reply.code in (421, 554):
-        return reply
-    return Reply(421 if reply.code < 500 else 554, reply.enhanced, reply.text, reply.more)
-
-
 @final
 class _PrefixedStream(trio.abc.Stream):
     """A stream whose first bytes were already read from it: they come back first."""
@@ -177,6 +141,10 @@ class _PrefixedStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
+# What a handler gave for a decision when it did not give a reply.
+_FAILED: Final = object()
+
+
 @final
 class SessionDriver:
     """Runs one session. Built by :func:`run_session` and by the server per connection."""
@@ -184,18 +152,14 @@ class SessionDriver:
     # Thousands of these live at once (one per connection): no per-instance __dict__.
     __slots__ = (
         "_broken",
-        "_exchange",
         "_io_scope",
-        "_mechanisms",
         "_progress",
-        "_transactions",
         "_waiting",
+        "_woken",
         "callbacks",
         "config",
-        "envelope",
         "machine",
         "quiet",
-        "server",
         "session",
         "stream",
     )
@@ -203,12 +167,10 @@ class SessionDriver:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        handler: object,
+        callbacks: Callbacks,
         *,
         config: Config,
-        session: Session,
-        callbacks: Mapping[str, Callback] | None = None,
-        server: _ShutdownSource | None = None,
+        session: Session[Any],
         quiet: bool = False,
     ) -> None:
         self.stream = stream
@@ -216,124 +178,22 @@ class SessionDriver:
         self.quiet = quiet
         self.config = config
         self.session = session
-        self.callbacks = callbacks if callbacks is not None else _callbacks(handler)
-        self.server = server
+        self.callbacks = callbacks
         self.machine = SMTPMachine(
-            hostname=config.hostname,
-            max_message_size=config.max_message_size,
-            max_recipients=config.max_recipients,
-            max_command_line=config.max_command_line,
-            max_line_length=config.max_line_length,
-            max_errors=config.max_errors,
-            bare_line_endings=config.bare_line_endings,
-            smtputf8=config.smtputf8,
-            banner=config.banner,
-            starttls=config.tls_context is not None,
-            require_tls=config.require_tls,
-            auth_mechanisms=(
-                tuple(m.name for m in config.auth_mechanisms) if config.authenticator else ()
-            ),
-            auth_over_plaintext=config.auth_over_plaintext,
-            auth_required=config.auth_required,
-            max_auth_failures=config.max_auth_failures,
-            stream_body="on_data_chunks" in self.callbacks,
+            config.smtp,
+            facts=session,
+            session_id=session.id,
+            stream_body=callbacks.on_data_chunks is not None,
         )
-        self._mechanisms: Mapping[str, Mechanism] = (
-            {m.name.upper(): m for m in config.auth_mechanisms}
-            if config.authenticator is not None
-            else _NO_MECHANISMS
-        )
-        self._exchange: SASLExchange | None = None
-        self._transactions = itertools.count(1)
-        self.envelope = self._new_envelope()
         # The command loop's I/O cancel scope, and what it is waiting for: "send", "idle"
         # (the next command outside a transaction), "receive", or None (not waiting).
         self._io_scope: trio.CancelScope | None = None
         self._waiting: str | None = None
+        self._woken = False  # the server interrupted an idle wait to shut down
         self._progress = -1  # machine.lines_taken when the clock was last restarted
-        self._broken = False
+        self._broken = False  # nothing more can be written to the stream
 
-    # ---- helpers -------------------------------------------------------------------------
-
-    def _new_envelope(self) -> Envelope:
-        return Envelope(id=f"{self.session.id}.{next(self._transactions)}")
-
-    def _stop_clock(self) -> None:
-        """Handler code is about to run: the command timeout must not count it. (The clock is
-        restarted by the next :meth:`_round_trip`; without handler calls in between it is
-        never stopped, which saves a deadline update per round trip.)"""
-        if self._io_scope is not None:
-            self._io_scope.deadline = math.inf
-            self._progress = -1  # make the next round trip restart it
-
-    async def _call(self, name: str, *args: object) -> Reply | None:
-        """Await a callback; Reject becomes its reply, any other exception 451 and a log line."""
-        fn = self.callbacks.get(name)
-        if fn is None:
-            return None
-        self._stop_clock()
-        try:
-            result = await fn(self.session, *args)
-        except Reject as exc:
-            return exc.reply
-        except Exception:
-            log.exception("[%s] handler %s failed; answering 451", self.session.id, name)
-            return replies.HANDLER_FAILED
-        if result is None or isinstance(result, Reply):
-            return result
-        log.error(
-            "[%s] handler %s returned %r, not a Reply or None; answering 451",
-            self.session.id,
-            name,
-            type(result).__name__,
-        )
-        return replies.HANDLER_FAILED
-
-    async def _notify(self, name: str, *args: object) -> None:
-        """Await a callback whose result does not matter (on_reset, on_close)."""
-        fn = self.callbacks.get(name)
-        if fn is None:
-            return
-        self._stop_clock()
-        try:
-            await fn(self.session, *args)
-        except Exception:
-            log.exception("[%s] handler %s failed", self.session.id, name)
-
-    async def _flush(self) -> None:
-        data = self.machine.data_to_send()
-        if not data or self._broken:
-            return
-        with trio.move_on_after(self.config.command_timeout) as scope:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._broken = True
-                return
-        if scope.cancelled_caught:
-            log.info("[%s] client stopped reading; closing", self.session.id)
-            self._broken = True
-
-    async def _receive(self) -> bytes | bytearray | None:
-        """Bytes from the client; b"" when it closed; None on timeout."""
-        with trio.move_on_after(self.config.command_timeout):
-            try:
-                return await self.stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return b""
-        return None
-
-    def _respond(self, reply: Reply | None) -> None:
-        """Answer the pending decision; a handler's 421 also closes the session, as 421 means
-        "closing the transmission channel" (RFC 5321 §3.8)."""
-        self.machine.respond(reply)
-        if reply is not None and reply.code == 421:
-            self.machine.close(None)
-
-    def _shutting_down(self) -> bool:
-        return self.server is not None and self.server.shutting_down
-
-    # ---- the loop ------------------------------------------------------------------------
+    # ---- the loop ----------------------------------------------------------------------------
 
     async def run(self, initial_data: bytes = b"") -> None:
         """Serve the session to its end; always closes the stream."""
@@ -345,24 +205,24 @@ class SessionDriver:
                     # TLS handshake, not SMTP: hand them to the TLS layer.
                     self.stream = _PrefixedStream(self.stream, initial_data)
                     initial_data = b""
-                if not await self._start_tls():
+                info = await self._handshake()
+                if info is None:
                     return
-                machine.tls_active = True
-            machine.greet(None if self.quiet else _as_greeting(await self._call("on_connect")))
+                machine.tls_established(info)
             if initial_data:
                 machine.receive_data(initial_data)
-            closed = await self._command_loop()
-            await self._flush()
+            closed = await self._loop()
+            await self._send_goodbye()
             self._log_close(closed)
         except trio.Cancelled:
-            # The server is stopping hard: try to say goodbye, without waiting long.
-            machine.close(replies.SERVICE_SHUTTING_DOWN)
-            with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
-                await self._flush()
+            # The server is stopping hard: say goodbye if we can, without waiting long.
+            machine.close(CloseReason.SHUTDOWN)
+            with trio.CancelScope(shield=True):
+                await self._send_goodbye()
             raise
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
-                await self._notify("on_close")
+                await self._finish()
             if isinstance(self.stream, trio.SSLStream) and not self._broken:
                 # End TLS with close_notify (RFC 8446 §6.1), so the client sees a clean close
                 # after 221/421 rather than a truncation error.
@@ -374,117 +234,18 @@ class SessionDriver:
                     await self.stream.aclose()
             await trio.aclose_forcefully(self.stream)
 
-    # ---- TLS -----------------------------------------------------------------------------
-
-    async def _start_tls(self) -> bool:
-        """Run the TLS handshake on the stream (implicit TLS or after STARTTLS's 220).
-
-        On success the session's stream is the TLS stream and ``session.tls`` is set; on
-        failure or timeout, one log line and False (the caller ends the session)."""
-        context = self.config.tls_context
-        assert context is not None
-        _capture_sni(context)
-        tls_stream = trio.SSLStream(self.stream, context, server_side=True)
-        sni: list[str] = []
-        token = _SNI.set(sni)
-        try:
-            with trio.move_on_after(self.config.tls_handshake_timeout) as scope:
-                await tls_stream.do_handshake()
-        except trio.BrokenResourceError as exc:
-            cause = exc.__cause__
-            log.info(
-                "[%s] TLS handshake failed: %s",
-                self.session.id,
-                _tls_error_text(cause) if cause else "connection lost",
-            )
-            return False
-        finally:
-            _SNI.reset(token)
-        if scope.cancelled_caught:
-            log.info("[%s] TLS handshake timed out", self.session.id)
-            return False
-        self.stream = tls_stream
-        cipher = tls_stream.cipher()
-        peer_cert = tls_stream.getpeercert() if context.verify_mode != ssl.CERT_NONE else None
-        self.session.tls = TLSInfo(
-            version=tls_stream.version() or "unknown",
-            cipher=cipher[0] if cipher else "unknown",
-            server_name=sni[0] if sni else None,
-            peer_certificate=peer_cert or None,
-        )
-        return True
-
-    async def _starttls(self, event: StartTLS) -> None:
-        session = self.session
-        if event.discarded:
-            log.warning(
-                "[%s] discarded %d octet(s) sent in plaintext after STARTTLS",
-                session.id,
-                event.discarded,
-            )
-        await self._flush()
-        if self._broken or not await self._start_tls():
-            self.machine.close(None)
-            return
-        # RFC 3207 §4.2: start afresh; what the PROXY stage learnt is kept.
-        session.helo_name = None
-        session.extended = False
-        session.authenticated_as = None
-        self.envelope = self._new_envelope()
-        self.machine.tls_established()
-        tls = session.tls
-        assert tls is not None
-        log.info("[%s] TLS started: %s %s", session.id, tls.version, tls.cipher)
-
-    # ---- AUTH ----------------------------------------------------------------------------
-
-    async def _auth_step(self, response: bytes | None) -> None:
-        """Feed the mechanism; answer with a challenge, or authenticate the credentials."""
-        machine = self.machine
-        exchange = self._exchange
-        assert exchange is not None
-        try:
-            outcome = exchange.step(response)
-        except SASLError as exc:
-            self._exchange = None
-            log.info("[%s] malformed AUTH response: %s", self.session.id, exc)
-            machine.auth_finish(replies.BAD_SASL_RESPONSE)
-            return
-        if isinstance(outcome, Challenge):
-            machine.auth_challenge(outcome.data)
-            return
-        self._exchange = None
-        authenticator = self.config.authenticator
-        assert authenticator is not None
-        try:
-            self._stop_clock()
-            identity = await authenticator(self.session, outcome)
-        except Exception:
-            log.exception("[%s] authenticator failed; answering 454", self.session.id)
-            machine.auth_finish(replies.AUTH_TEMPORARY_FAILURE)
-            return
-        if identity is None:
-            # Only LoginCredentials are known to keep the secret out of their repr; of other
-            # credentials (a custom mechanism's token, say) only the type is logged.
-            shown = outcome if isinstance(outcome, LoginCredentials) else type(outcome).__name__
-            log.info("[%s] authentication failed (%s)", self.session.id, shown)
-            machine.auth_finish(replies.AUTH_FAILED)
-            return
-        self.session.authenticated_as = identity
-        log.info("[%s] authenticated as %s", self.session.id, identity)
-        machine.auth_finish(None)
-
-    async def _command_loop(self) -> Closed:
+    async def _loop(self) -> Closed:
         """Take events until the session is over.
 
         The hot path: one cancel scope serves many round trips. Its deadline is set to
-        ``command_timeout`` from now when we start waiting on the client (:meth:`_round_trip`)
-        and to infinity before any handler code runs (:meth:`_stop_clock`), so handler time is
-        never counted, at the cost of one or two deadline updates per round trip instead of a
-        new scope per read and per write. Between the end of a read and a handler call there
-        is no checkpoint, so the timeout cannot fire in between.
+        ``command_timeout`` from now when we start waiting on the client (:meth:`_io`) and to
+        infinity before any handler code runs (:meth:`_stop_clock`), so handler time is never
+        counted, at the cost of one or two deadline updates per round trip instead of a new
+        scope per read and per write. Between the end of a read and a handler call there is
+        no checkpoint, so the timeout cannot fire in between.
         """
         machine = self.machine
+        dispatch = _DISPATCH
         while True:
             with trio.CancelScope() as scope:
                 self._io_scope = scope
@@ -492,22 +253,19 @@ class SessionDriver:
                     while True:
                         event = machine.next_event()
                         if event is NEED_DATA:
-                            await self._round_trip(scope)
-                        elif isinstance(event, Closed):
+                            await self._io(scope)
+                        elif type(event) is Closed:
                             return event
                         else:
-                            await self._dispatch(event)
+                            await dispatch[type(event)](self, event)
                 finally:
                     self._io_scope = None
-            # The scope was cancelled while we waited on the client.
-            self._interrupted(scope)
+            self._interrupted()
 
-    async def _round_trip(self, scope: trio.CancelScope) -> None:
-        """Send what the machine queued, then read from the client, under one deadline."""
+    async def _io(self, scope: trio.CancelScope) -> None:
+        """The one read path: send what the machine queued, then read once, under ``scope``
+        with the command deadline."""
         machine = self.machine
-        if self._shutting_down() and not machine.in_transaction:
-            machine.close(replies.SERVICE_SHUTTING_DOWN)
-            return
         # Restart the clock when the client made progress (a complete command line, or any
         # message text: RFC 5321 times each data block), at most once a second: the timeout
         # fires between command_timeout and command_timeout + 1 s after the wait for the
@@ -524,10 +282,11 @@ class SessionDriver:
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._waiting = None
                 self._broken = True
                 machine.receive_data(b"")
                 return
-        self._waiting = "idle" if not machine.in_transaction else "receive"
+        self._waiting = "receive" if machine.in_transaction else "idle"
         try:
             received = await self.stream.receive_some(_RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -535,191 +294,377 @@ class SessionDriver:
         self._waiting = None
         machine.receive_data(received)
 
-    def _interrupted(self, scope: trio.CancelScope) -> None:
-        """The I/O scope fired: a timeout, a shutdown waking an idle session, or a client
-        that stopped reading what we send. Queue the right goodbye."""
-        machine = self.machine
+    def _interrupted(self) -> None:
+        """An I/O wait was cut short: tell the machine why (it decides the goodbye)."""
         waiting, self._waiting = self._waiting, None
         if waiting == "send":
             log.info("[%s] client stopped reading; closing", self.session.id)
             self._broken = True
-            machine.close(None)
-        elif self._shutting_down() and not machine.in_transaction:
-            machine.close(replies.SERVICE_SHUTTING_DOWN)
+            self.machine.close(CloseReason.STALLED)
+        elif self._woken:
+            self._woken = False  # shutdown: the machine already knows, and ends it when idle
         else:
             log.info("[%s] timeout waiting for the client", self.session.id)
-            machine.close(replies.SERVICE_CLOSING_TIMEOUT)
+            self.machine.close(CloseReason.TIMEOUT)
 
-    def wake_if_idle(self) -> None:
-        """Called by the server on shutdown: interrupt a wait for the next command outside a
-        mail transaction (a session inside one is left to finish it)."""
+    def request_shutdown(self) -> None:
+        """Called by the server on graceful shutdown: the session ends (421) as soon as no
+        mail transaction is open; an idle wait for the next command is interrupted at once."""
+        self.machine.request_shutdown()
         if self._waiting == "idle" and self._io_scope is not None:
+            self._woken = True
             self._io_scope.cancel()
 
-    async def _fill(self) -> None:
-        """The machine needs input: send what it queued, then read (or close it on timeout,
-        shutdown or a broken stream). Used while a streaming handler reads the message."""
-        machine = self.machine
-        await self._flush()
-        if self._broken:
-            machine.receive_data(b"")
-            return
-        if self._shutting_down() and not machine.in_transaction:
-            machine.close(replies.SERVICE_SHUTTING_DOWN)
-            return
-        data = await self._receive()
-        if data is None:
-            if self._shutting_down() and not machine.in_transaction:
-                machine.close(replies.SERVICE_SHUTTING_DOWN)
-            else:
-                log.info("[%s] timeout waiting for the client", self.session.id)
-                machine.close(replies.SERVICE_CLOSING_TIMEOUT)
-        else:
-            machine.receive_data(data)
+    def _stop_clock(self) -> None:
+        """Handler code is about to run: the command timeout must not count it. (The clock is
+        restarted by the next :meth:`_io`; without handler calls in between it is never
+        stopped, which saves a deadline update per round trip.)"""
+        scope = self._io_scope
+        if scope is not None:
+            scope.deadline = math.inf
+            self._progress = -1  # make the next round trip restart it
 
-    # ---- streaming DATA ------------------------------------------------------------------
+    async def _send_goodbye(self) -> None:
+        """Send what the machine queued last (221, 421), briefly."""
+        data = self.machine.data_to_send()
+        if not data or self._broken:
+            return
+        with trio.move_on_after(_GOODBYE_TIMEOUT):
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._broken = True
 
-    async def _chunks(self, end: list[Event]) -> AsyncGenerator[bytes, None]:
-        """The message text as it arrives; reading only when the handler asks (backpressure).
-        Stops at a good end; raises MessageAborted if the message is refused or the
-        connection ends. The event that ended it goes into ``end``."""
+    async def _finish(self) -> None:
+        """The session is over: the last transaction's end and on_close reach the handler."""
         machine = self.machine
+        machine.close(CloseReason.PEER_CLOSED)  # a no-op unless the loop did not finish
+        machine.data_to_send()
         while True:
             event = machine.next_event()
-            if event is NEED_DATA:
-                await self._fill()
-            elif isinstance(event, MessageChunk):
-                yield event.data
+            if type(event) is TransactionEnded:
+                await self._on_transaction_end(event)
             else:
-                end.append(event)
-                if isinstance(event, MessageEnd):
-                    return
-                raise MessageAborted(
-                    f"message refused: {event.problem.value}"
-                    if isinstance(event, MessageRefused)
-                    else "connection ended before the end of the message"
-                )
+                break
+        if self.callbacks.on_close is not None:
+            await self._notify("on_close", self.callbacks.on_close)
 
-    async def _stream_message(self) -> None:
-        """DATA with a streaming handler: hand it the chunks, then answer the end."""
-        envelope = self.envelope
-        envelope.received_header = received_header(self.session, envelope)
-        end: list[Event] = []
-        chunks = self._chunks(end)
+    # ---- handler calls -----------------------------------------------------------------------
+
+    async def _ask(self, name: str, fn: Callback, *args: object) -> object:
+        """Await a deciding callback: its reply (None, a Reply, or whatever it returned), the
+        reply of a Reject it raised, or _FAILED if it raised anything else (logged)."""
+        self._stop_clock()
         try:
-            reply = await self._call("on_data_chunks", envelope, chunks)
+            return await fn(self.session, *args)
+        except Reject as exc:
+            return exc.reply
+        except Exception:
+            log.exception(
+                "[%s] handler %s failed; answering with a temporary failure", self.session.id, name
+            )
+            return _FAILED
+
+    def _answer(self, name: str, result: object) -> None:
+        """Give the machine a callback's answer; a wrong one is logged and answered with a
+        temporary failure (the machine checks what each decision allows)."""
+        machine = self.machine
+        if result is _FAILED:
+            machine.fail()
+            return
+        try:
+            machine.respond(result)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            log.error("[%s] handler %s returned %r: %s", self.session.id, name, result, exc)
+            machine.fail()
+
+    async def _notify(self, name: str, fn: Callback, *args: object) -> None:
+        """Await a callback whose result does not matter (on_transaction_end, on_close)."""
+        self._stop_clock()
+        try:
+            await fn(self.session, *args)
+        except Exception:
+            log.exception("[%s] handler %s failed", self.session.id, name)
+
+    # ---- events ------------------------------------------------------------------------------
+
+    async def _on_connect(self, event: Connect) -> None:
+        fn = self.callbacks.on_connect
+        if fn is None or self.quiet:
+            self.machine.respond(None)
+        else:
+            self._answer("on_connect", await self._ask("on_connect", fn))
+
+    async def _on_hello(self, event: Hello) -> None:
+        fn = self.callbacks.on_helo
+        if fn is None:
+            self.machine.respond(None)
+        else:
+            self._answer("on_helo", await self._ask("on_helo", fn, event.name, event.extended))
+
+    async def _on_mail(self, event: MailFrom) -> None:
+        fn = self.callbacks.on_mail
+        if fn is None:
+            self.machine.respond(None)
+        else:
+            self._answer("on_mail", await self._ask("on_mail", fn, event.address, event.params))
+
+    async def _on_rcpt(self, event: RcptTo) -> None:
+        fn = self.callbacks.on_rcpt
+        if fn is None:
+            self.machine.respond(None)
+        else:
+            result = await self._ask("on_rcpt", fn, event.envelope, event.address, event.params)
+            self._answer("on_rcpt", result)
+
+    async def _on_message(self, event: MessageReceived) -> None:
+        fn = self.callbacks.on_data
+        if fn is None:
+            self.machine.respond(None)
+            return
+        trace = received_header(self.session, event.envelope)
+        message = Message(event.envelope, event.content, trace)
+        self._answer("on_data", await self._ask("on_data", fn, message))
+
+    async def _on_verify(self, event: Verify) -> None:
+        self.machine.respond(None)
+
+    async def _on_authenticate(self, event: Authenticate) -> None:
+        machine = self.machine
+        authenticator = self.config.authenticator
+        assert authenticator is not None  # AUTH is only offered with one
+        sid = self.session.id
+        self._stop_clock()
+        try:
+            identity = await authenticator(self.session, event.credentials)
+        except Reject as exc:
+            self._answer("authenticator", exc.reply)
+            return
+        except Exception:
+            log.exception("[%s] authenticator failed; answering with a temporary failure", sid)
+            machine.fail()
+            return
+        if identity is None:
+            # Only LoginCredentials are known to keep the secret out of their repr; of other
+            # credentials (a custom mechanism's token, say) only the type is logged.
+            credentials = event.credentials
+            shown = (
+                credentials
+                if isinstance(credentials, LoginCredentials)
+                else type(credentials).__name__
+            )
+            log.info("[%s] authentication failed (%s)", sid, shown)
+        try:
+            machine.auth_result(identity)
+        except TypeError as exc:
+            log.error("[%s] authenticator returned %r: %s", sid, type(identity).__name__, exc)
+            machine.fail()
+            return
+        if identity is not None:
+            log.info("[%s] authenticated as %s", sid, identity)
+
+    async def _on_starttls(self, event: StartTLS) -> None:
+        sid = self.session.id
+        if event.discarded:
+            log.info(
+                "[%s] discarded %d octet(s) sent in plaintext after STARTTLS", sid, event.discarded
+            )
+        info = await self._handshake(self.machine.data_to_send())
+        if info is None:
+            self.machine.close(CloseReason.TLS_FAILED)
+            return
+        self.machine.tls_established(info)
+        log.info("[%s] TLS started: %s %s", sid, info.version, info.cipher)
+
+    async def _on_message_start(self, event: MessageStart) -> None:
+        """DATA with a streaming handler: hand it the chunks, then answer the end."""
+        fn = self.callbacks.on_data_chunks
+        assert fn is not None  # the machine streams only when the handler does
+        ends: list[Event] = []
+        chunks = self._chunks(ends)
+        trace = received_header(self.session, event.envelope)
+        try:
+            result: object
+            self._stop_clock()
+            try:
+                result = await fn(self.session, MessageStream(event.envelope, trace, chunks))
+            except MessageAborted:
+                result = _FAILED if not ends else None
+            except Reject as exc:
+                result = exc.reply
+            except Exception:
+                log.exception(
+                    "[%s] handler on_data_chunks failed; answering with a temporary failure",
+                    self.session.id,
+                )
+                result = _FAILED
             # Whatever the handler did not read is read (and dropped) here, to the real end.
             with contextlib.suppress(MessageAborted):
                 async for _ in chunks:
                     pass
         finally:
             await chunks.aclose()
-        last = end[0] if end else None
-        if isinstance(last, MessageEnd):
-            self._respond(reply)
-            self._log_message(reply, last.size)
-        elif isinstance(last, MessageRefused):
-            await self._dispatch(last)
+        end = ends[0] if ends else None
+        if type(end) is MessageEnd:
+            self._answer("on_data_chunks", result)
+        elif type(end) is TransactionEnded:
+            await self._on_transaction_end(end)
         # Closed: the main loop sees it next.
 
-    def _log_message(self, reply: Reply | None, size: int) -> None:
-        session, envelope = self.session, self.envelope
-        accepted = reply is None or reply.is_positive
-        if accepted:
-            session.messages_accepted += 1
-        log.info(
-            "[%s] message %s %s: from=<%s> rcpts=%d size=%d",
-            session.id,
-            envelope.id,
-            "accepted" if accepted else f"refused ({reply.code if reply else ''})",
-            envelope.mail_from,
-            len(envelope.rcpt_tos),
-            size,
-        )
-        self.envelope = self._new_envelope()
-
-    async def _dispatch(self, event: Event) -> None:
+    async def _chunks(self, ends: list[Event]) -> AsyncGenerator[bytes, None]:
+        """The message text as it arrives, read only when the handler asks (backpressure).
+        Stops at a good end; raises MessageAborted if the message is refused or the
+        connection ends. The event that ended it goes into ``ends``."""
         machine = self.machine
-        session = self.session
-        envelope = self.envelope
-        if isinstance(event, AuthStart):
-            self._exchange = self._mechanisms[event.mechanism].start()
-            await self._auth_step(event.initial_response)
-        elif isinstance(event, AuthResponse):
-            await self._auth_step(event.data)
-        elif isinstance(event, AuthAborted):
-            self._exchange = None
-        elif isinstance(event, StartTLS):
-            await self._starttls(event)
-        elif isinstance(event, Closed):
-            raise AssertionError("Closed is handled by run()")
-        elif isinstance(event, MessageChunk | MessageEnd):
-            raise AssertionError("message text is read by _stream_message()")
-        elif isinstance(event, MailFrom):
-            reply = await self._call("on_mail", envelope, event.address, event.params)
-            self._respond(reply)
-            if reply is None or reply.is_positive:
-                envelope.mail_from = event.address
-                envelope.mail_params = event.params
-        elif isinstance(event, RcptTo):
-            reply = await self._call("on_rcpt", envelope, event.address, event.params)
-            self._respond(reply)
-            if reply is None or reply.is_positive:
-                envelope.rcpt_tos.append(event.address)
-                envelope.rcpt_params.append(event.params)
-        elif isinstance(event, MessageReceived):
-            envelope.content = event.content
-            envelope.received_header = received_header(self.session, envelope)
-            reply = await self._call("on_data", envelope)
-            self._respond(reply)
-            self._log_message(reply, len(event.content))
-        elif isinstance(event, MessageStart):
-            await self._stream_message()
-        elif isinstance(event, Hello):
-            reply = await self._call("on_helo", event.name, event.extended)
-            self._respond(reply)
-            if reply is None or reply.is_positive:
-                session.helo_name = event.name
-                session.extended = event.extended
-                if envelope.mail_from is not None:
-                    await self._notify("on_reset", envelope)
-                    self.envelope = self._new_envelope()
-        elif isinstance(event, Verify):
-            machine.respond(None)
-        elif isinstance(event, TransactionReset):
-            await self._notify("on_reset", envelope)
-            self.envelope = self._new_envelope()
-        elif isinstance(event, MessageRefused):
+        while not ends:
+            event = machine.next_event()
+            if event is NEED_DATA:
+                with trio.CancelScope() as scope:
+                    await self._io(scope)
+                if scope.cancelled_caught:
+                    self._interrupted()
+                self._stop_clock()
+            elif type(event) is MessageChunk:
+                yield event.data
+            else:
+                ends.append(event)
+                if type(event) is not MessageEnd:
+                    reply = event.reply if type(event) is TransactionEnded else None
+                    raise MessageAborted(
+                        f"message refused ({reply.code} {reply.enhanced})"
+                        if reply is not None
+                        else "connection ended before the end of the message"
+                    )
+
+    async def _on_transaction_end(self, event: TransactionEnded) -> None:
+        if not self.quiet:
+            self._log_transaction(event)
+        fn = self.callbacks.on_transaction_end
+        if fn is not None:
+            await self._notify("on_transaction_end", fn, event.envelope, event.outcome)
+
+    async def _on_command_rejected(self, event: CommandRejected) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] %s -> %s", self.session.id, event.excerpt, event.reply)
+
+    # ---- TLS ---------------------------------------------------------------------------------
+
+    async def _handshake(self, pending: bytes = b"") -> TLSInfo | None:
+        """Send ``pending`` (STARTTLS's 220), then run the TLS handshake on the stream, all
+        under ``tls_handshake_timeout``. On success the session's stream is the TLS stream;
+        on failure or timeout, one log line and None (the caller ends the session)."""
+        self._stop_clock()
+        context = self.config.tls_context
+        assert context is not None
+        _capture_sni(context)
+        tls_stream = trio.SSLStream(self.stream, context, server_side=True)
+        sni: list[str] = []
+        token = _SNI.set(sni)
+        try:
+            with trio.move_on_after(self.config.tls_handshake_timeout) as scope:
+                if pending:
+                    await self.stream.send_all(pending)
+                await tls_stream.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            cause = exc.__cause__
             log.info(
-                "[%s] message %s refused: %s (%d octets read)",
-                session.id,
-                envelope.id,
-                event.problem.value,
-                event.size,
+                "[%s] TLS handshake failed: %s",
+                self.session.id,
+                _tls_error_text(cause) if cause else "connection lost",
             )
-            self.envelope = self._new_envelope()
-        elif isinstance(event, CommandRejected) and log.isEnabledFor(logging.DEBUG):
-            log.debug("[%s] %s -> %s", session.id, event.excerpt, event.reply)
+            self._broken = True
+            return None
+        finally:
+            _SNI.reset(token)
+        if scope.cancelled_caught:
+            log.info("[%s] TLS handshake timed out", self.session.id)
+            self._broken = True
+            return None
+        self.stream = tls_stream
+        cipher = tls_stream.cipher()
+        context_verifies = context.verify_mode != ssl.CERT_NONE
+        peer_cert = tls_stream.getpeercert() if context_verifies else None
+        return TLSInfo(
+            version=tls_stream.version() or "unknown",
+            cipher=cipher[0] if cipher else "unknown",
+            server_name=sni[0] if sni else None,
+            peer_certificate=peer_cert or None,
+        )
+
+    # ---- logging -----------------------------------------------------------------------------
+
+    def _log_transaction(self, event: TransactionEnded) -> None:
+        envelope = event.envelope
+        sid = self.session.id
+        outcome = event.outcome
+        if outcome is TransactionOutcome.ACCEPTED or outcome is TransactionOutcome.REFUSED:
+            reply = event.reply
+            verdict = "accepted" if outcome is TransactionOutcome.ACCEPTED else "refused"
+            code = f"{reply.code} {reply.enhanced}" if reply and reply.enhanced else ""
+            log.info(
+                "[%s] message %s %s%s: from=<%s> rcpts=%d size=%d",
+                sid,
+                envelope.id,
+                verdict,
+                f" ({code})" if outcome is TransactionOutcome.REFUSED else "",
+                envelope.mail_from,
+                len(envelope.rcpt_tos),
+                event.size or 0,
+                extra={
+                    "smtpd": {
+                        "connection_id": sid,
+                        "event": f"message-{verdict}",
+                        "sender": envelope.mail_from,
+                        "recipients": len(envelope.rcpt_tos),
+                        "size": event.size or 0,
+                        "reply_code": reply.code if reply else None,
+                    }
+                },
+            )
+        elif outcome is TransactionOutcome.ABORTED:
+            log.info("[%s] transaction %s aborted (no 250 was sent)", sid, envelope.id)
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] transaction %s reset", sid, envelope.id)
 
     def _log_close(self, event: Closed) -> None:
         if self.quiet:
             return
-        sid = self.session.id
-        if event.transaction_dropped:
-            log.info("[%s] open transaction dropped (no 250 was sent)", sid)
-        if event.reason is CloseReason.TOO_MANY_ERRORS:
-            log.warning("[%s] too many errors; closing", sid)
         log.info(
             "[%s] closed (%s) after %d message(s)",
-            sid,
+            self.session.id,
             event.reason.value,
             self.session.messages_accepted,
+            extra={
+                "smtpd": {
+                    "connection_id": self.session.id,
+                    "event": "close",
+                    "reason": event.reason.value,
+                }
+            },
         )
+
+
+_Dispatch = Callable[[SessionDriver, Any], Awaitable[None]]
+
+# Every event the main loop can meet, and what the driver does with it.
+_DISPATCH: Final[dict[type[Event], _Dispatch]] = {
+    Connect: SessionDriver._on_connect,
+    Hello: SessionDriver._on_hello,
+    MailFrom: SessionDriver._on_mail,
+    RcptTo: SessionDriver._on_rcpt,
+    MessageReceived: SessionDriver._on_message,
+    MessageStart: SessionDriver._on_message_start,
+    Verify: SessionDriver._on_verify,
+    Authenticate: SessionDriver._on_authenticate,
+    StartTLS: SessionDriver._on_starttls,
+    TransactionEnded: SessionDriver._on_transaction_end,
+    CommandRejected: SessionDriver._on_command_rejected,
+}
 
 
 async def run_session(
     stream: trio.abc.Stream,
-    handler: object,
+    handler: Handler[Any],
     *,
     peer: Endpoint,
     config: Config | None = None,
@@ -727,20 +672,39 @@ async def run_session(
     proxy: ProxyInfo | None = None,
     initial_data: bytes = b"",
     session_id: str | None = None,
-) -> Session:
+) -> Session[Any]:
     """Serve one SMTP session on ``stream`` and return its :class:`Session` when it ends.
 
     ``peer`` is the immediate peer; ``client`` the real client if it differs (after a trusted
     PROXY header, described by ``proxy``); ``initial_data`` is bytes already read from the
-    stream that belong to the session. The stream is always closed on return.
+    stream that belong to the session. The stream is always closed on return. The handler is
+    checked as :class:`~smtpd_trio.SMTPServer` checks it (TypeError for a bad callback).
     """
     config = config or Config()
-    session = Session(
+    callbacks = handler_callbacks(handler)
+    session = new_session(
+        callbacks,
         id=session_id or new_session_id(),
         client=client or peer,
         peer=peer,
         hostname=config.hostname,
         proxy=proxy,
     )
-    await SessionDriver(stream, handler, config=config, session=session).run(initial_data)
+    await SessionDriver(stream, callbacks, config=config, session=session).run(initial_data)
+    return session
+
+
+def new_session(
+    callbacks: Callbacks,
+    *,
+    id: str,
+    client: Endpoint,
+    peer: Endpoint,
+    hostname: str,
+    proxy: ProxyInfo | None,
+) -> Session[Any]:
+    """A session with the handler's state (``new_state``) in it."""
+    session: Session[Any] = Session(id=id, client=client, peer=peer, hostname=hostname, proxy=proxy)
+    if callbacks.new_state is not None:
+        session.state = callbacks.new_state(session)
     return session

@@ -7,34 +7,48 @@ a small SMTP client on the other.
 
     async def test_rejects_strangers():
         async with open_test_session(MyHandler()) as client:
-            assert (await client.command("EHLO test")).code == 250
+            assert (await client.ehlo()).code == 250
             assert (await client.command("MAIL FROM:<a@example.com>")).code == 250
             reply = await client.command("RCPT TO:<nobody@elsewhere.test>")
             assert reply.code == 550
+            assert client.session.helo_name == "client.test"   # the server's own Session
 
 The client speaks plain SMTP: :meth:`TestClient.command` sends one line and returns the
 parsed reply, :meth:`TestClient.send` sends raw bytes (for pipelining, broken input and
 attacks), :meth:`TestClient.read_reply` reads the next reply, :meth:`TestClient.sendmail`
-runs a whole transaction with correct dot-stuffing.
+runs a whole transaction with correct dot-stuffing, :meth:`TestClient.starttls` upgrades the
+stream to TLS (certificates from :func:`tls_contexts`), and :meth:`TestClient.auth_plain` /
+:meth:`TestClient.auth_login` authenticate.
 """
 
 from __future__ import annotations
 
+import base64
 import re
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Final, final
+from typing import Any, Final, final
 
 import attrs
 import trio
 import trio.testing
 
 from .config import Config
-from .handler import Endpoint
+from .handler import Endpoint, Handler, Session
 from .server import SMTPServer
 
-__all__ = ["ClientReply", "TestClient", "open_test_session"]
+__all__ = [
+    "TEST_PEER",
+    "ClientReply",
+    "ProtocolViolation",
+    "TLSContexts",
+    "TestClient",
+    "dot_stuff",
+    "open_test_session",
+    "tls_contexts",
+]
 
 #: The peer a test session pretends to be connected from (TEST-NET-1, RFC 5737).
 TEST_PEER: Final = Endpoint("192.0.2.1", 40000)
@@ -61,9 +75,40 @@ class ClientReply:
         m = re.match(r"[245]\.\d{1,3}\.\d{1,3}(?= |\Z)", self.lines[0]) if self.lines else None
         return m.group(0) if m else None
 
+    def __str__(self) -> str:
+        return f"{self.code} {' | '.join(self.lines)}"
+
 
 class ProtocolViolation(AssertionError):
     """The server sent something that is not a well-formed SMTP reply."""
+
+
+@final
+@attrs.frozen
+class TLSContexts:
+    """A matching pair of TLS contexts for tests: the server's certificate is signed by a
+    throwaway CA that the client context trusts."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def tls_contexts(hostname: str = "mx.test") -> TLSContexts:
+    """Server and client TLS contexts for ``hostname`` (and ``localhost``, ``127.0.0.1``),
+    from a throwaway certificate authority. Needs the ``trustme`` package (in the ``test``
+    extra)."""
+    try:
+        import trustme  # an optional dependency, needed only here
+    except ImportError:
+        raise RuntimeError(
+            "tls_contexts() needs the trustme package: pip install 'smtpd-trio[test]'"
+        ) from None
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(hostname, "localhost", "127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return TLSContexts(server, client)
 
 
 @final
@@ -75,8 +120,20 @@ class TestClient:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._buf = bytearray()
-        #: Every byte the server sent so far.
+        self._session: Session[Any] | None = None
+        #: Every byte the server sent so far (before TLS, and the decrypted bytes after).
         self.transcript = bytearray()
+
+    @property
+    def session(self) -> Session[Any]:
+        """The server's :class:`~smtpd_trio.Session` for this connection (its protocol facts
+        and the handler's state), available from the moment the connection is served."""
+        if self._session is None:
+            raise RuntimeError(
+                "the server has not started this session yet (with PROXY on, send the header "
+                "and read the greeting first)"
+            )
+        return self._session
 
     async def _read_line(self) -> bytes:
         while True:
@@ -115,6 +172,49 @@ class TestClient:
         await self.send(raw + b"\r\n")
         return await self.read_reply()
 
+    async def ehlo(self, name: str = "client.test") -> ClientReply:
+        """``EHLO name``; the reply (its ``lines`` after the first are the extensions)."""
+        return await self.command(f"EHLO {name}")
+
+    async def starttls(
+        self, context: ssl.SSLContext, *, server_hostname: str | None = "mx.test"
+    ) -> ClientReply:
+        """``STARTTLS``; if the server answers 220, run the TLS handshake and go on over TLS
+        (send EHLO again, as RFC 3207 asks). Returns the reply to STARTTLS."""
+        reply = await self.command("STARTTLS")
+        if reply.code != 220:
+            return reply
+        if self._buf:
+            raise ProtocolViolation(f"the server sent {bytes(self._buf)!r} after its 220")
+        tls = trio.SSLStream(self.stream, context, server_hostname=server_hostname)
+        await tls.do_handshake()
+        self.stream = tls
+        return reply
+
+    async def auth_plain(
+        self, username: str, password: str, *, authzid: str = "", initial_response: bool = True
+    ) -> ClientReply:
+        """``AUTH PLAIN`` (RFC 4616), with the initial response on the AUTH line unless told
+        otherwise; the final reply (235 on success)."""
+        token = f"{authzid}\0{username}\0{password}".encode()
+        encoded = base64.b64encode(token).decode("ascii")
+        if initial_response:
+            return await self.command(f"AUTH PLAIN {encoded}")
+        reply = await self.command("AUTH PLAIN")
+        if reply.code != 334:
+            return reply
+        return await self.command(encoded)
+
+    async def auth_login(self, username: str, password: str) -> ClientReply:
+        """``AUTH LOGIN``: the user name and password in answer to the two challenges; the
+        final reply (235 on success)."""
+        reply = await self.command("AUTH LOGIN")
+        for answer in (username, password):
+            if reply.code != 334:
+                return reply
+            reply = await self.command(base64.b64encode(answer.encode()).decode("ascii"))
+        return reply
+
     async def sendmail(
         self, mail_from: str, rcpt_tos: Sequence[str], message: bytes, *, mail_params: str = ""
     ) -> ClientReply:
@@ -140,7 +240,10 @@ class TestClient:
         """True if the server has closed the connection (all it sent was read first)."""
         if self._buf:
             return False
-        data = await self.stream.receive_some(65536)
+        try:
+            data = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return True
         if data:
             self._buf += data
             self.transcript += data
@@ -164,7 +267,7 @@ def dot_stuff(message: bytes) -> bytes:
 
 @asynccontextmanager
 async def open_test_session(
-    handler: object,
+    handler: Handler[Any],
     *,
     config: Config | None = None,
     peer: Endpoint = TEST_PEER,
@@ -175,15 +278,21 @@ async def open_test_session(
     The connection goes through the same pipeline as a real one (connection limit, PROXY stage
     when ``config.proxy_protocol`` is on, the session), as if accepted from ``peer``. The
     greeting is read for you unless ``read_greeting`` is False (then read it with
-    :meth:`TestClient.read_reply`; with PROXY on, send the header first). On exit the client
-    closes and the session is awaited; an exception escaping the session fails the test.
+    :meth:`TestClient.read_reply`; with PROXY on, send the header first). ``client.session``
+    is the server's Session. On exit the client closes and the session is awaited; an
+    exception escaping the session fails the test.
     """
     client_stream, server_stream = trio.testing.memory_stream_pair()
     server = SMTPServer(handler, config=config or Config(hostname="mx.test"))
+    client = TestClient(client_stream)
+
+    def observe(session: Session[Any]) -> None:
+        client._session = session
+
+    server._session_observer = observe
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(server.handle_connection, server_stream, peer=peer))
-            client = TestClient(client_stream)
             try:
                 if read_greeting:
                     greeting = await client.read_reply()

@@ -20,6 +20,7 @@ import datetime as _dt
 import email.utils
 import functools
 import ipaddress
+from typing import Any
 
 from .handler import Envelope, Session
 
@@ -38,7 +39,7 @@ def address_literal(host: str) -> str:
     return f"[{ip}]"
 
 
-def protocol_name(session: Session, envelope: Envelope) -> str:
+def protocol_name(session: Session[Any], envelope: Envelope) -> str:
     """The ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA or their UTF8 forms."""
     if not session.extended:
         return "SMTP"
@@ -53,7 +54,7 @@ def protocol_name(session: Session, envelope: Envelope) -> str:
 
 
 def received_header(
-    session: Session, envelope: Envelope, *, now: _dt.datetime | None = None
+    session: Session[Any], envelope: Envelope, *, now: _dt.datetime | None = None
 ) -> str:
     """The folded header, ending in CRLF, ready to prepend to the message."""
     when = now or _dt.datetime.now(_dt.UTC)

@@ -15,21 +15,20 @@ import attrs
 
 from smtpd_trio._smtp.events import (
     NEED_DATA,
+    Authenticate,
     Closed,
+    Connect,
     DecisionEvent,
     Event,
-    Hello,
-    MailFrom,
     MessageReceived,
-    RcptTo,
-    Verify,
+    TransactionEnded,
+    TransactionOutcome,
 )
 from smtpd_trio._smtp.machine import SMTPMachine
 from smtpd_trio._smtp.replies import Reply
+from smtpd_trio._smtp.settings import SMTPSettings
 
 Policy = Callable[[DecisionEvent], Reply | None]
-
-DECISIONS: Final = (Hello, MailFrom, RcptTo, MessageReceived, Verify)
 _LINE: Final = re.compile(rb"(\d{3})([ -])(.*)\Z", re.DOTALL)
 _ENHANCED: Final = re.compile(r"([245]\.\d{1,3}\.\d{1,3}) ")
 
@@ -109,7 +108,11 @@ class Run:
         return [e for e in self.events if isinstance(e, kind)]
 
     def feed(self, data: bytes, policy: Policy = accept_all) -> None:
-        """Feed one chunk (``b""`` closes the peer side) and drain every event it yields."""
+        """Feed one chunk (``b""`` closes the peer side) and drain every event it yields.
+
+        Decisions are answered with ``policy(event)``; an :class:`Authenticate` is answered
+        with ``auth_result``: the user name of LoginCredentials whose password is "right",
+        else None (unless the policy gives a refusal)."""
         m = self.machine
         m.receive_data(data)
         while True:
@@ -117,17 +120,37 @@ class Run:
             if event is NEED_DATA:
                 break
             self.events.append(event)
-            if isinstance(event, DECISIONS):
+            if isinstance(event, Authenticate):
+                reply = policy(event)
+                if reply is not None:
+                    m.respond(reply)
+                else:
+                    m.auth_result(authenticate(event))
+            elif isinstance(event, DecisionEvent):
                 m.respond(policy(event))
             elif isinstance(event, Closed):
                 break
         self.output += m.data_to_send()
 
 
-def new_run(**machine_options: Any) -> Run:
-    machine_options.setdefault("hostname", "mx.example.org")
-    m = SMTPMachine(**machine_options)
-    m.greet()
+def authenticate(event: Authenticate) -> str | None:
+    """The test authenticator: any user whose password is ``right``."""
+    credentials = event.credentials
+    password = getattr(credentials, "password", None)
+    return getattr(credentials, "username", None) if password == "right" else None
+
+
+def smtp_settings(**options: Any) -> SMTPSettings:
+    options.setdefault("hostname", "mx.example.org")
+    return SMTPSettings(**options)
+
+
+def new_run(*, stream_body: bool = False, **options: Any) -> Run:
+    """A machine greeted with the default 220 (the banner is kept apart from the output)."""
+    m = SMTPMachine(smtp_settings(**options), session_id="t", stream_body=stream_body)
+    event = m.next_event()
+    assert isinstance(event, Connect), event
+    m.respond(None)
     return Run(machine=m, banner=m.data_to_send())
 
 
@@ -162,3 +185,17 @@ def refuse(*kinds: type[Any], reply: Reply | None = None) -> Policy:
         return answer if isinstance(event, kinds) else None
 
     return policy
+
+
+def contents(run: Run) -> list[bytes]:
+    """The text of every message the machine handed out whole, in order."""
+    return [e.content for e in run.events if isinstance(e, MessageReceived)]
+
+
+def ended(run: Run) -> list[TransactionEnded]:
+    return [e for e in run.events if isinstance(e, TransactionEnded)]
+
+
+def outcomes(run: Run) -> list[TransactionOutcome]:
+    """How each transaction ended, in order."""
+    return [e.outcome for e in ended(run)]

@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 import smtpd_trio.server
-from smtpd_trio import Config, Endpoint, Envelope, Handler, Reject, Reply, Session
+from smtpd_trio import Config, Endpoint, Handler, Message, Reject, Reply, Session
 from smtpd_trio.proxy import (
     CRC32CTLV,
     SSLTLV,
@@ -104,9 +104,8 @@ class Recorder(Handler):
         self.helos.append(session)
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        assert envelope.received_header is not None
-        self.received.append(envelope.received_header)
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        self.received.append(message.received_header)
         return None
 
 

@@ -16,8 +16,8 @@ import trio.testing
 
 from smtpd_trio import (
     Config,
-    Envelope,
     Handler,
+    Message,
     Reply,
     Session,
     SMTPServer,
@@ -51,9 +51,8 @@ class Recorder(Handler):
         self.sessions.append(session)
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        assert envelope.content is not None
-        self.messages.append(envelope.content)
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        self.messages.append(message.content)
         return None
 
     async def on_close(self, session: Session) -> None:
@@ -68,7 +67,7 @@ class Hanging(Recorder):
         self.data_started = trio.Event()
         self.cancelled = False
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
         self.data_started.set()
         try:
             await trio.sleep_forever()

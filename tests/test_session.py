@@ -14,7 +14,17 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtpd_trio import Config, Envelope, Handler, Reject, Reply, Session, run_session
+from smtpd_trio import (
+    Config,
+    Envelope,
+    Handler,
+    Message,
+    Reject,
+    Reply,
+    Session,
+    TransactionOutcome,
+    run_session,
+)
 from smtpd_trio.testing import TEST_PEER, open_test_session
 
 MESSAGE = b"Subject: hi\r\n\r\nHello.\r\n.leading dot\r\n"
@@ -27,7 +37,7 @@ class Recorder(Handler):
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.sessions: list[Session] = []
-        self.envelopes: list[Envelope] = []
+        self.messages: list[Message] = []
 
     async def on_connect(self, session: Session) -> Reply | None:
         self.sessions.append(session)
@@ -39,7 +49,7 @@ class Recorder(Handler):
         return None
 
     async def on_mail(
-        self, session: Session, envelope: Envelope, address: str, params: Mapping[str, str | None]
+        self, session: Session, address: str, params: Mapping[str, str | None]
     ) -> Reply | None:
         self.calls.append(("mail", address, dict(params)))
         return None
@@ -47,17 +57,19 @@ class Recorder(Handler):
     async def on_rcpt(
         self, session: Session, envelope: Envelope, address: str, params: Mapping[str, str | None]
     ) -> Reply | None:
-        assert envelope.mail_from is not None
         self.calls.append(("rcpt", address, envelope.mail_from))
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        self.envelopes.append(envelope)
-        self.calls.append(("data", envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        self.messages.append(message)
+        envelope = message.envelope
+        self.calls.append(("data", envelope.mail_from, list(envelope.rcpt_tos), message.content))
         return None
 
-    async def on_reset(self, session: Session, envelope: Envelope) -> None:
-        self.calls.append(("reset", envelope.mail_from, list(envelope.rcpt_tos)))
+    async def on_transaction_end(
+        self, session: Session, envelope: Envelope, outcome: TransactionOutcome
+    ) -> None:
+        self.calls.append(("end", envelope.mail_from, list(envelope.rcpt_tos), outcome))
 
     async def on_close(self, session: Session) -> None:
         self.calls.append(("close",))
@@ -108,15 +120,15 @@ async def test_callbacks_in_order_with_their_arguments() -> None:
         ("rcpt", "b@example.org", "a@example.com"),
         ("rcpt", "c@example.org", "a@example.com"),
         ("data", "a@example.com", ["b@example.org", "c@example.org"], MESSAGE),
+        ("end", "a@example.com", ["b@example.org", "c@example.org"], TransactionOutcome.ACCEPTED),
         ("close",),
     ]
-    (envelope,) = handler.envelopes
-    assert envelope.content == MESSAGE  # un-stuffed, exactly as meant
-    assert envelope.body_type == "8BITMIME"
-    assert envelope.received_header is not None
-    assert envelope.received_header.startswith("Received: from client.example ([192.0.2.1])")
-    assert envelope.received_header.endswith("\r\n")
-    assert envelope.message_with_trace() == envelope.received_header.encode() + MESSAGE
+    (message,) = handler.messages
+    assert message.content == MESSAGE  # un-stuffed, exactly as meant
+    assert message.envelope.body_type == "8BITMIME"
+    assert message.received_header.startswith("Received: from client.example ([192.0.2.1])")
+    assert message.received_header.endswith("\r\n")
+    assert message.with_trace() == message.received_header.encode() + MESSAGE
     session = handler.sessions[0]
     assert session.helo_name == "client.example"
     assert session.extended is True
@@ -133,7 +145,7 @@ async def test_helo_is_not_extended() -> None:
     assert handler.sessions[0].extended is False
 
 
-async def test_on_reset_on_rset_and_on_helo_during_a_transaction() -> None:
+async def test_transaction_end_on_rset_and_on_helo_during_a_transaction() -> None:
     handler = Recorder()
     async with open_test_session(handler) as client:
         await client.command("EHLO c.example")
@@ -141,7 +153,11 @@ async def test_on_reset_on_rset_and_on_helo_during_a_transaction() -> None:
         await client.command("RCPT TO:<b@example.org>")
         reply = await client.command("RSET")
         assert (reply.code, reply.enhanced) == (250, "2.0.0")
-        assert handler.calls[-1] == ("reset", "a@example.com", ["b@example.org"])
+        reset = TransactionOutcome.RESET
+        assert handler.calls[-1] == ("end", "a@example.com", ["b@example.org"], reset)
+        # RSET with no transaction open ends nothing.
+        assert (await client.command("RSET")).code == 250
+        assert handler.calls[-1] == ("end", "a@example.com", ["b@example.org"], reset)
         # The transaction is gone: RCPT needs a new MAIL.
         assert (await client.command("RCPT TO:<b@example.org>")).code == 503
 
@@ -150,13 +166,13 @@ async def test_on_reset_on_rset_and_on_helo_during_a_transaction() -> None:
         assert reply.code == 250
         assert handler.calls[-2:] == [
             ("helo", "again.example", False),
-            ("reset", "x@example.com", []),
+            ("end", "x@example.com", [], reset),
         ]
         assert (await client.command("RCPT TO:<b@example.org>")).code == 503
         # A second message gets a fresh envelope.
         assert (await client.sendmail("y@example.com", ["z@example.org"], b"x\r\n")).code == 250
-    assert handler.envelopes[0].mail_from == "y@example.com"
-    assert handler.envelopes[0].rcpt_tos == ["z@example.org"]
+    assert handler.messages[0].envelope.mail_from == "y@example.com"
+    assert handler.messages[0].envelope.rcpt_tos == ("z@example.org",)
     assert names(handler).count("close") == 1
 
 
@@ -179,9 +195,9 @@ class RejectingRcpt(Handler):
             return Reply(250, "2.1.5", "Welcome, VIP")
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        session.state["rcpts"] = list(envelope.rcpt_tos)
-        return Reply(250, "2.0.0", f"Queued as {envelope.id}")
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        session.state["rcpts"] = list(message.envelope.rcpt_tos)
+        return Reply(250, "2.0.0", f"Queued as {message.envelope.id}")
 
 
 async def test_reject_and_replies_from_callbacks() -> None:
@@ -202,7 +218,7 @@ async def test_reject_and_replies_from_callbacks() -> None:
         await client.send(b"hi\r\n.\r\n")
         reply = await client.read_reply()
         assert reply.code == 250
-        assert re.fullmatch(r"2\.0\.0 Queued as [0-9a-f]+\.1", reply.lines[0])
+        assert re.fullmatch(r"2\.0\.0 Queued as [0-9a-f]+-1", reply.lines[0])
 
 
 class Exploding(Handler):
@@ -217,7 +233,7 @@ class Exploding(Handler):
         return None
 
     async def on_mail(
-        self, session: Session, envelope: Envelope, address: str, params: Mapping[str, str | None]
+        self, session: Session, address: str, params: Mapping[str, str | None]
     ) -> Reply | None:
         if self.failures == 0:
             self.failures += 1
@@ -406,9 +422,9 @@ TIMEOUT = 30.0
 
 
 class SlowData(Recorder):
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
         await trio.sleep(TIMEOUT * 3)
-        return await super().on_data(session, envelope)
+        return await super().on_data(session, message)
 
 
 async def test_idle_client_times_out(autojump_clock: trio.testing.MockClock) -> None:
@@ -460,7 +476,7 @@ async def test_handler_time_never_counts_as_a_timeout(
         assert (reply.code, reply.enhanced) == (250, "2.0.0")
         assert trio.current_time() - start >= TIMEOUT * 3
         assert (await client.command("QUIT")).code == 221
-    assert handler.envelopes[0].content == MESSAGE
+    assert handler.messages[0].content == MESSAGE
 
 
 class GoingAway(Handler):
@@ -528,3 +544,32 @@ async def test_a_client_trickling_bytes_cannot_stretch_a_command_wait(
             nursery.cancel_scope.cancel()
         assert (reply.code, reply.enhanced) == (421, "4.4.2")
         assert TIMEOUT <= trio.current_time() - start <= TIMEOUT + 1
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A lockstep stream has no buffer: a send completes only when the other side reads. The
+    # client pipelines commands and never reads a reply; the server must not wait forever.
+    caplog.set_level(logging.INFO, logger="smtpd_trio")
+    client, server = trio.testing.lockstep_stream_pair()
+    handler = Recorder()
+    sessions: list[Session] = []
+    config = Config(hostname="mx.test", command_timeout=TIMEOUT)
+
+    async def serve() -> None:
+        sessions.append(await run_session(server, handler, peer=TEST_PEER, config=config))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        start = trio.current_time()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await client.send_all(b"NOOP\r\n" * 100)
+        await trio.sleep(TIMEOUT * 3)
+    assert len(sessions) == 1
+    (session,) = sessions
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"[{session.id}]")]
+    assert f"[{session.id}] client stopped reading; closing" in lines
+    assert any(line.startswith(f"[{session.id}] closed (stalled)") for line in lines)
+    assert names(handler) == ["connect", "close"]
+    assert trio.current_time() - start >= TIMEOUT

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from machine_driver import bytewise, drive, new_run, refuse
+from machine_driver import bytewise, contents, drive, ended, new_run, refuse
 
+from smtpd_trio._smtp import replies
 from smtpd_trio._smtp.body import BareLineEndings, BodyProblem, BodyReader, BodyResult
-from smtpd_trio._smtp.events import Closed, MessageReceived, MessageRefused
+from smtpd_trio._smtp.events import Closed, MessageReceived, TransactionOutcome
 from smtpd_trio._smtp.machine import State
 
 KEEP = BareLineEndings.KEEP
@@ -358,19 +359,19 @@ def test_machine_delivers_unstuffed_message_and_runs_pipelined_commands() -> Non
         b"354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Message accepted\r\n"
         b"250 2.1.0 Sender OK\r\n250 2.0.0 OK\r\n"
     )
-    assert run.of_type(MessageReceived) == [MessageReceived(b".dot\r\nline\r\n")]
+    assert contents(run) == [b".dot\r\nline\r\n"]
     assert run.machine.state is State.MAIL
 
 
 def test_machine_empty_message() -> None:
     run = drive(START + b".\r\n")
-    assert run.of_type(MessageReceived) == [MessageReceived(b"")]
+    assert contents(run) == [b""]
     assert run.codes[-1] == 250
 
 
 def test_machine_reads_body_across_feeds() -> None:
     run = drive([START, b"part one ", b"and two\r", b"\n.", b"\r", b"\nNOOP\r\n"])
-    assert run.of_type(MessageReceived) == [MessageReceived(b"part one and two\r\n")]
+    assert contents(run) == [b"part one and two\r\n"]
     assert run.codes[-2:] == [250, 250]
 
 
@@ -384,16 +385,17 @@ def test_machine_refused_message_reply() -> None:
 def test_machine_size_limit(chunked: bool) -> None:
     exact = b"x" * 98 + b"\r\n"  # 100 octets
     ok = drive(START + exact + b".\r\n", max_message_size=100)
-    assert ok.of_type(MessageReceived) == [MessageReceived(exact)]
+    assert contents(ok) == [exact]
     data = START + b"y" + exact + b".\r\n" + START[16:] + exact + b".\r\n"
     run = drive(bytewise(data) if chunked else data, max_message_size=100)
     assert run.codes == [250, 250, 250, 354, 552, 250, 250, 354, 250]
     assert run.enhanced[4] == "5.3.4"
-    refused = run.of_type(MessageRefused)
-    assert len(refused) == 1
-    assert (refused[0].problem, refused[0].size) == (BodyProblem.TOO_BIG, 101)
+    first, second = ended(run)
+    assert first.outcome is TransactionOutcome.REFUSED
+    assert (first.reply, first.size) == (replies.MESSAGE_TOO_BIG, 101)
+    assert second.outcome is TransactionOutcome.ACCEPTED
     # Nothing of the refused message is delivered; the next transaction works.
-    assert run.of_type(MessageReceived) == [MessageReceived(exact)]
+    assert contents(run) == [exact]
 
 
 def test_machine_line_limit() -> None:

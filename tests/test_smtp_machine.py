@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from machine_driver import Run, bytewise, drive, new_run, parse_replies, refuse
+from machine_driver import (
+    Run,
+    bytewise,
+    drive,
+    ended,
+    new_run,
+    outcomes,
+    parse_replies,
+    refuse,
+    smtp_settings,
+)
 
 from smtpd_trio._smtp import replies
 from smtpd_trio._smtp.body import BareLineEndings
@@ -18,13 +29,14 @@ from smtpd_trio._smtp.events import (
     Closed,
     CloseReason,
     CommandRejected,
+    Connect,
     DecisionEvent,
     Hello,
     MailFrom,
     MessageReceived,
-    MessageRefused,
     RcptTo,
-    TransactionReset,
+    TransactionEnded,
+    TransactionOutcome,
     Verify,
 )
 from smtpd_trio._smtp.machine import DEFAULT_MAX_COMMAND_LINE, SMTPMachine, State
@@ -125,7 +137,8 @@ def test_recipient_limit_default_is_1000() -> None:
     run = drive(EHLO + MAIL + rcpts(1001))
     assert run.codes.count(250) == 2 + 1000
     assert (run.codes[-1], run.enhanced[-1]) == (452, "4.5.3")
-    assert run.machine.recipients == 1000
+    assert run.machine.envelope is not None
+    assert len(run.machine.envelope.rcpt_tos) == 1000
 
 
 # ---- too many errors -------------------------------------------------------------------------
@@ -145,7 +158,8 @@ def test_too_many_errors_closes_with_421_on_the_nth() -> None:
 def test_max_errors_one() -> None:
     run = drive(EHLO + MAIL + b"XYZ\r\n", max_errors=1)
     assert run.codes == [250, 250, 421]
-    assert run.events[-1] == Closed(CloseReason.TOO_MANY_ERRORS, transaction_dropped=True)
+    assert outcomes(run) == [TransactionOutcome.ABORTED]
+    assert run.events[-1] == Closed(CloseReason.TOO_MANY_ERRORS)
 
 
 def test_nothing_is_read_after_the_close() -> None:
@@ -167,10 +181,11 @@ def test_whole_transaction_in_one_read() -> None:
         RcptTo,
         RcptTo,
         MessageReceived,
-        TransactionReset,
+        TransactionEnded,
         Verify,
         Closed,
     ]
+    assert outcomes(run) == [TransactionOutcome.ACCEPTED]
     assert run.of_type(MessageReceived)[0].content == b"Subject: t\r\n\r\n.hi\r\n"
 
 
@@ -183,10 +198,14 @@ def test_same_result_however_the_input_is_split(size: int) -> None:
     assert split.events == whole.events
 
 
+def greeted(**options: Any) -> SMTPMachine:
+    """A machine past its greeting, nothing queued."""
+    run = new_run(**options)
+    return run.machine
+
+
 def test_replies_are_batched_until_data_is_needed() -> None:
-    m = SMTPMachine(hostname="h")
-    m.greet()
-    m.data_to_send()
+    m = greeted()
     m.receive_data(b"NOOP\r\nNOOP\r\nHELP\r\n")
     assert m.next_event() is NEED_DATA
     assert parse_replies(m.data_to_send())[-1].code == 214
@@ -194,11 +213,11 @@ def test_replies_are_batched_until_data_is_needed() -> None:
 
 
 def test_decision_must_be_answered_before_next_event() -> None:
-    m = SMTPMachine(hostname="h")
-    m.greet()
+    m = greeted()
     m.receive_data(EHLO + b"NOOP\r\n")
     assert isinstance(m.next_event(), Hello)
-    with pytest.raises(RuntimeError, match="respond"):
+    assert isinstance(m.pending, Hello)
+    with pytest.raises(RuntimeError, match="answer Hello first"):
         m.next_event()
     m.respond()
     with pytest.raises(RuntimeError, match="no decision"):
@@ -207,19 +226,18 @@ def test_decision_must_be_answered_before_next_event() -> None:
     assert parse_replies(m.data_to_send())[-2:][1].code == 250
 
 
-def test_api_misuse_raises_runtime_error() -> None:
-    m = SMTPMachine(hostname="h")
-    with pytest.raises(RuntimeError, match="greet"):
-        m.next_event()
-    m.greet()
-    with pytest.raises(RuntimeError, match="already"):
-        m.greet()
+def test_the_first_event_is_the_greeting_decision() -> None:
+    m = SMTPMachine(smtp_settings(), session_id="t")
+    m.receive_data(EHLO)
+    assert m.next_event() == Connect()
+    assert m.data_to_send() == b""  # nothing before the greeting is decided
+    m.respond()
+    assert m.data_to_send() == b"220 mx.example.org ESMTP smtpd-trio ready\r\n"
+    assert isinstance(m.next_event(), Hello)
 
 
 def test_no_reply_is_sent_before_its_decision() -> None:
-    m = SMTPMachine(hostname="h")
-    m.greet()
-    m.data_to_send()
+    m = greeted()
     m.receive_data(b"NOOP\r\nVRFY x\r\nNOOP\r\n")
     assert isinstance(m.next_event(), Verify)
     # The first NOOP was answered; the second waits behind the VRFY decision.
@@ -232,15 +250,22 @@ def test_no_reply_is_sent_before_its_decision() -> None:
 def test_refused_message_leaves_session_ready() -> None:
     run = drive(TRANSACTION, refuse(MessageReceived, reply=Reply(451, "4.3.0", "later")))
     assert run.codes == [250, 250, 250, 250, 354, 451, 250, 250, 252, 221]
+    (end,) = ended(run)
+    assert (end.outcome, end.reply) == (TransactionOutcome.REFUSED, Reply(451, "4.3.0", "later"))
 
 
 # ---- greeting, close, peer close -------------------------------------------------------------
 
 
+def greet(reply: Reply | None) -> Run:
+    m = SMTPMachine(smtp_settings(), session_id="t")
+    assert m.next_event() == Connect()
+    m.respond(reply)
+    return Run(machine=m, banner=m.data_to_send())
+
+
 def test_refusing_greeting_serves_only_quit() -> None:
-    m = SMTPMachine(hostname="h")
-    m.greet(Reply(554, "5.3.2", "No service"))
-    run = Run(machine=m, banner=m.data_to_send())
+    run = greet(Reply(554, "5.3.2", "No service"))
     run.feed(EHLO + b"NOOP\r\nQUIT\r\n")
     assert run.banner == b"554 5.3.2 No service\r\n"
     assert run.codes == [503, 503, 221]
@@ -248,31 +273,97 @@ def test_refusing_greeting_serves_only_quit() -> None:
 
 
 def test_421_greeting_closes_at_once() -> None:
-    m = SMTPMachine(hostname="h")
-    m.greet(replies.TOO_MANY_CONNECTIONS)
-    assert m.data_to_send() == b"421 4.3.2 Too many connections, try again later\r\n"
-    m.receive_data(EHLO)
-    assert m.next_event() == Closed(CloseReason.SERVER)
+    run = greet(replies.TOO_MANY_CONNECTIONS)
+    assert run.banner == b"421 4.3.2 Too many connections, try again later\r\n"
+    run.machine.receive_data(EHLO)
+    assert run.machine.next_event() == Closed(CloseReason.REFUSED)
 
 
-def test_server_close_queues_421_and_reports_dropped_transaction() -> None:
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        (Reply(450, "4.7.1", "Later"), b"421 4.7.1 Later\r\n"),
+        (Reply(451), b"421 \r\n"),
+        (Reply(550, "5.7.1", "Go away"), b"554 5.7.1 Go away\r\n"),
+        (Reply(220, None, "mx.example.org custom banner"), b"220 mx.example.org custom banner\r\n"),
+    ],
+)
+def test_greeting_is_mapped_to_a_legal_one(given: Reply, sent: bytes) -> None:
+    # RFC 5321 §3.1: a greeting is 220, 554 or 421; other 4xx close as 421, other 5xx are 554.
+    run = greet(given)
+    assert run.banner == sent
+    closes = given.code < 500 and given.code >= 400
+    assert (run.machine.state is State.CLOSED) == closes
+
+
+@pytest.mark.parametrize("bad", [Reply(250), Reply(354), Reply(221)])
+def test_greeting_must_be_220_to_accept(bad: Reply) -> None:
+    m = SMTPMachine(smtp_settings(), session_id="t")
+    m.next_event()
+    with pytest.raises(ValueError, match="not an answer to the greeting"):
+        m.respond(bad)
+    assert m.pending == Connect()  # still waiting for a proper answer
+    m.fail()
+    assert m.data_to_send() == b"421 4.3.0 Local error in processing, closing connection\r\n"
+    assert m.next_event() == Closed(CloseReason.REFUSED)
+
+
+def test_server_close_queues_421_and_ends_the_transaction() -> None:
     run = drive(EHLO + MAIL)
-    run.machine.close()
+    run.machine.close(CloseReason.SHUTDOWN)
     assert run.machine.data_to_send() == b"421 4.3.2 Service shutting down, closing connection\r\n"
-    assert run.machine.next_event() == Closed(CloseReason.SERVER, transaction_dropped=True)
-    run.machine.close()  # idempotent
+    end = run.machine.next_event()
+    assert isinstance(end, TransactionEnded)
+    assert end.outcome is TransactionOutcome.ABORTED
+    assert run.machine.next_event() == Closed(CloseReason.SHUTDOWN)
+    run.machine.close(CloseReason.TIMEOUT)  # idempotent
     assert run.machine.data_to_send() == b""
 
 
+@pytest.mark.parametrize(
+    ("reason", "sent"),
+    [
+        (CloseReason.TIMEOUT, b"421 4.4.2 Timeout, closing connection\r\n"),
+        (CloseReason.SHUTDOWN, b"421 4.3.2 Service shutting down, closing connection\r\n"),
+        (CloseReason.STALLED, b""),
+        (CloseReason.TLS_FAILED, b""),
+        (CloseReason.PEER_CLOSED, b""),
+    ],
+)
+def test_each_close_reason_has_one_goodbye(reason: CloseReason, sent: bytes) -> None:
+    m = greeted()
+    m.close(reason)
+    assert m.data_to_send() == sent
+    assert m.next_event() == Closed(reason)
+
+
 def test_server_close_while_a_decision_is_pending() -> None:
-    m = SMTPMachine(hostname="h")
-    m.greet()
+    m = greeted()
     m.receive_data(EHLO)
     assert isinstance(m.next_event(), Hello)
-    m.close(replies.SERVICE_CLOSING_TIMEOUT)
-    assert m.next_event() == Closed(CloseReason.SERVER)
+    m.close(CloseReason.TIMEOUT)
+    assert m.next_event() == Closed(CloseReason.TIMEOUT)
     with pytest.raises(RuntimeError):
         m.respond()
+
+
+def test_shutdown_waits_for_the_open_transaction() -> None:
+    run = drive(EHLO + MAIL)
+    run.machine.request_shutdown()
+    run.feed(b"RCPT TO:<c@d.example>\r\nDATA\r\nhi\r\n.\r\n")
+    # The transaction finished (250) and only then did the session end with 421.
+    assert run.codes[-2:] == [250, 421]
+    assert outcomes(run) == [TransactionOutcome.ACCEPTED]
+    assert run.events[-1] == Closed(CloseReason.SHUTDOWN)
+
+
+def test_shutdown_of_an_idle_session_is_at_the_next_wait() -> None:
+    run = drive(EHLO)
+    run.machine.request_shutdown()
+    run.feed(b"NOOP\r\nNOOP\r\n")
+    # Commands already received are answered, then 421.
+    assert run.codes == [250, 250, 250, 421]
+    assert run.events[-1] == Closed(CloseReason.SHUTDOWN)
 
 
 def test_peer_close_processes_buffered_commands_first() -> None:
@@ -386,6 +477,8 @@ def test_model(
     mail = False  # a MailFrom was accepted in the open transaction
     rcpt = False  # a RcptTo was accepted in the open transaction
     closed = False
+    end_due = False  # a transaction ended; its TransactionEnded is the next event
+    transactions_started = transactions_ended = 0
     line_re = re.compile(rb"\d{3}[ -][^\r\n]*\r\n")
     data = b"".join(item for batch in steps for item in batch)
     # Pipelined: many commands per feed, cut anywhere (also inside CRLF and inside the body).
@@ -400,22 +493,29 @@ def test_model(
                 assert not mail
             elif isinstance(event, RcptTo):
                 assert mail
-            elif isinstance(event, MessageReceived | MessageRefused):
+            elif isinstance(event, MessageReceived):
                 assert rcpt
-                mail = rcpt = False
-            elif isinstance(event, TransactionReset):
-                mail = rcpt = False
+            elif isinstance(event, TransactionEnded):
+                assert mail or end_due
+                mail = rcpt = end_due = False
+                transactions_ended += 1
             if isinstance(event, Hello | MailFrom | RcptTo | MessageReceived | Verify):
                 reply = policy(event)
                 m.respond(reply)
+                if isinstance(event, MessageReceived) or (
+                    reply is None and isinstance(event, Hello) and mail
+                ):
+                    # The transaction is over; its TransactionEnded comes next.
+                    end_due, mail, rcpt = True, False, False
                 if reply is None and isinstance(event, Hello):
-                    hello, mail, rcpt = True, False, False
+                    hello = True
                 elif reply is None and isinstance(event, MailFrom):
                     mail = True
+                    transactions_started += 1
                 elif reply is None and isinstance(event, RcptTo):
                     rcpt = True
             assert isinstance(m.state, State)
-            assert closed or (m.state in (State.MAIL, State.RCPT, State.DATA)) == mail
+            assert closed or m.in_transaction == mail
         out = m.data_to_send()
         lines = re.findall(rb"[^\n]*\n", out)
         assert b"".join(lines) == out
@@ -423,6 +523,15 @@ def test_model(
         run.output += out
         if closed:
             break
+    if not closed:
+        m.receive_data(b"")
+        while (event := m.next_event()) is not NEED_DATA:
+            if isinstance(event, TransactionEnded):
+                transactions_ended += 1
+            if isinstance(event, Closed):
+                break
+    # Every accepted MAIL is matched by exactly one TransactionEnded.
+    assert transactions_started == transactions_ended
     codes = run.codes  # parse_replies also checks every line and multi-line grouping
     all_items = [item for batch in steps for item in batch]
     assert len(codes) == expected_reply_count(all_items, codes)

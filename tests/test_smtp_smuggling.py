@@ -9,15 +9,16 @@ commands as message text.
 from __future__ import annotations
 
 import pytest
-from machine_driver import Run, bytewise, drive
+from machine_driver import Run, bytewise, drive, ended
 
-from smtpd_trio._smtp.body import BareLineEndings, BodyProblem
+from smtpd_trio._smtp import replies
+from smtpd_trio._smtp.body import BareLineEndings
 from smtpd_trio._smtp.events import (
     CommandRejected,
     MailFrom,
     MessageReceived,
-    MessageRefused,
     RcptTo,
+    TransactionOutcome,
 )
 from smtpd_trio._smtp.machine import State
 
@@ -54,7 +55,7 @@ def check_one_message(run: Run) -> None:
     assert len(run.of_type(MailFrom)) == 1
     assert len(run.of_type(RcptTo)) == 1
     assert not run.of_type(CommandRejected)
-    assert len(run.of_type(MessageReceived)) + len(run.of_type(MessageRefused)) == 1
+    assert len(ended(run)) == 1  # one transaction, one end
     assert run.machine.state is State.READY
 
 
@@ -70,8 +71,9 @@ def test_probe_under_reject(probe: bytes, chunked: bool) -> None:
     check_one_message(run)
     if has_bare(probe):
         assert (run.codes[4], run.enhanced[4]) == (550, "5.6.0")
-        refused = run.of_type(MessageRefused)
-        assert [r.problem for r in refused] == [BodyProblem.BARE_LINE_ENDING]
+        assert [(e.outcome, e.reply) for e in ended(run)] == [
+            (TransactionOutcome.REFUSED, replies.BARE_LINE_ENDING_IN_DATA)
+        ]
         assert not run.of_type(MessageReceived)
     else:
         assert (run.codes[4], run.enhanced[4]) == (250, "2.0.0")

@@ -13,6 +13,7 @@ from smtpd_trio import (
     Config,
     Envelope,
     Handler,
+    Message,
     Reject,
     Reply,
     Session,
@@ -28,7 +29,7 @@ HOST = "127.0.0.1"
 
 class Recorder(Handler):
     def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
+        self.messages: list[Message] = []
 
     async def on_rcpt(
         self, session: Session, envelope: Envelope, address: str, params: Mapping[str, str | None]
@@ -37,8 +38,8 @@ class Recorder(Handler):
             raise Reject(550, "5.1.1", "No such user here")
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        self.envelopes.append(envelope)
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        self.messages.append(message)
         return None
 
 
@@ -74,13 +75,12 @@ async def test_plain_sendmail() -> None:
             ),
         )
     assert refused == {"nobody@example.org": (550, b"5.1.1 No such user here")}
-    (envelope,) = handler.envelopes
-    assert envelope.mail_from == "a@example.com"
-    assert envelope.rcpt_tos == ["b@example.org"]
-    assert envelope.content == message
-    assert envelope.received_header is not None
-    assert "from client.example ([127.0.0.1])" in envelope.received_header
-    assert "with ESMTP " in envelope.received_header
+    (got,) = handler.messages
+    assert got.envelope.mail_from == "a@example.com"
+    assert got.envelope.rcpt_tos == ("b@example.org",)
+    assert got.content == message
+    assert "from client.example ([127.0.0.1])" in got.received_header
+    assert "with ESMTP " in got.received_header
 
 
 async def test_smtputf8_address_and_message_arrive_intact() -> None:
@@ -94,14 +94,13 @@ async def test_smtputf8_address_and_message_arrive_intact() -> None:
             lambda smtp: smtp.sendmail(sender, [recipient], message, mail_options=["SMTPUTF8"]),
         )
     assert refused == {}
-    (envelope,) = handler.envelopes
-    assert envelope.mail_from == sender
-    assert envelope.rcpt_tos == [recipient]
-    assert envelope.smtputf8
-    assert envelope.content == message
-    assert envelope.received_header is not None
-    assert " with UTF8SMTP " in envelope.received_header
-    assert f"for <{recipient}>;" in envelope.received_header
+    (got,) = handler.messages
+    assert got.envelope.mail_from == sender
+    assert got.envelope.rcpt_tos == (recipient,)
+    assert got.envelope.smtputf8
+    assert got.content == message
+    assert " with UTF8SMTP " in got.received_header
+    assert f"for <{recipient}>;" in got.received_header
 
 
 async def test_pipelined_commands_are_answered_in_order() -> None:
@@ -129,8 +128,8 @@ async def test_pipelined_commands_are_answered_in_order() -> None:
         assert (await client.read_reply()).code == 221
         assert await client.at_eof()
         await client.aclose()
-    assert handler.envelopes[0].rcpt_tos == ["b@example.org"]
-    assert handler.envelopes[0].content == b"pipelined\r\n"
+    assert handler.messages[0].envelope.rcpt_tos == ("b@example.org",)
+    assert handler.messages[0].content == b"pipelined\r\n"
 
 
 async def test_overlong_command_gets_500_and_the_session_goes_on() -> None:
@@ -192,4 +191,4 @@ async def test_message_over_the_limit_without_size_gets_552_after_data() -> None
     assert big[0] == 552
     assert big[1].startswith(b"5.3.4 ")
     assert small[0] == 250
-    assert [e.content for e in handler.envelopes] == [b"small\r\n"]
+    assert [m.content for m in handler.messages] == [b"small\r\n"]

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from machine_driver import smtp_settings
 
-from smtpd_trio import Config, Envelope, Handler, MessageAborted, Reject, Reply, Session
+from smtpd_trio import (
+    Config,
+    Envelope,
+    Handler,
+    Message,
+    MessageAborted,
+    MessageStream,
+    Reject,
+    Reply,
+    Session,
+    TransactionOutcome,
+)
 from smtpd_trio._smtp.body import BodyReader
-from smtpd_trio._smtp.events import MessageChunk, MessageEnd, MessageStart
+from smtpd_trio._smtp.events import Connect, MessageChunk, MessageEnd, MessageStart
 from smtpd_trio._smtp.machine import SMTPMachine
+from smtpd_trio.server import SMTPServer
 from smtpd_trio.testing import dot_stuff, open_test_session
 
 
@@ -22,17 +33,16 @@ class Collector(Handler):
         self.messages: list[bytes] = []
         self.chunk_sizes: list[int] = []
         self.aborted: list[str] = []
-        self.received_headers: list[str | None] = []
+        self.received_headers: list[str] = []
+        self.outcomes: list[TransactionOutcome] = []
         self.stop_after = stop_after
         self.fail = fail
 
-    async def on_data_chunks(
-        self, session: Session, envelope: Envelope, chunks: AsyncIterator[bytes]
-    ) -> Reply | None:
-        self.received_headers.append(envelope.received_header)
+    async def on_data_chunks(self, session: Session, message: MessageStream) -> Reply | None:
+        self.received_headers.append(message.received_header)
         parts: list[bytes] = []
         try:
-            async for chunk in chunks:
+            async for chunk in message.chunks:
                 assert chunk, "chunks are never empty"
                 parts.append(chunk)
                 self.chunk_sizes.append(len(chunk))
@@ -45,6 +55,11 @@ class Collector(Handler):
             raise
         self.messages.append(b"".join(parts))
         return None
+
+    async def on_transaction_end(
+        self, session: Session, envelope: Envelope, outcome: TransactionOutcome
+    ) -> None:
+        self.outcomes.append(outcome)
 
 
 def crlf_body(size: int) -> bytes:
@@ -63,13 +78,18 @@ async def test_chunks_add_up_to_the_message_and_the_trace_header_is_ready() -> N
     assert len(handler.chunk_sizes) > 1  # it really streamed
     assert max(handler.chunk_sizes) <= 65536 + 1000
     header = handler.received_headers[0]
-    assert header is not None
     assert header.startswith("Received: from client.test ([192.0.2.1])")
 
 
+def streaming_machine(**options: object) -> SMTPMachine:
+    machine = SMTPMachine(smtp_settings(**options), stream_body=True)
+    assert machine.next_event() == Connect()
+    machine.respond()
+    return machine
+
+
 async def test_streaming_machine_emits_start_chunks_end() -> None:
-    machine = SMTPMachine(hostname="mx.test", stream_body=True)
-    machine.greet()
+    machine = streaming_machine()
     machine.receive_data(
         b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhello\r\n..x\r\n.\r\nQUIT\r\n"
     )
@@ -86,9 +106,8 @@ async def test_streaming_machine_emits_start_chunks_end() -> None:
         if kinds[-1] in ("Closed", "NeedData"):
             break
     assert kinds == ["Hello", "MailFrom", "RcptTo", "MessageStart", "MessageChunk",
-                     "MessageEnd", "Closed"]  # fmt: skip
+                     "MessageEnd", "TransactionEnded", "Closed"]  # fmt: skip
     assert b"250 2.0.0 Message accepted\r\n221" in machine.data_to_send()
-    assert MessageStart() == MessageStart()
 
 
 async def test_size_limit_aborts_the_iteration_with_552_not_451() -> None:
@@ -101,8 +120,9 @@ async def test_size_limit_aborts_the_iteration_with_552_not_451() -> None:
         # The session goes on and the next message streams normally.
         reply = await client.sendmail("a@example.com", ["b@example.org"], b"small\r\n")
         assert reply.code == 250
-    assert handler.aborted == ["message refused: too-big"]
+    assert handler.aborted == ["message refused (552 5.3.4)"]
     assert handler.messages == [b"small\r\n"]
+    assert handler.outcomes == [TransactionOutcome.REFUSED, TransactionOutcome.ACCEPTED]
     # Nothing beyond the limit was handed out.
     assert sum(handler.chunk_sizes) - len(b"small\r\n") <= 100_000
 
@@ -117,7 +137,7 @@ async def test_bare_lf_aborts_with_550() -> None:
         await client.send(b"ok line\r\nbare\n.\nMAIL FROM:<evil@x>\r\n.\r\n")
         reply = await client.read_reply()
         assert (reply.code, reply.enhanced) == (550, "5.6.0")
-    assert handler.aborted == ["message refused: bare-line-ending"]
+    assert handler.aborted == ["message refused (550 5.6.0)"]
     assert handler.messages == []
 
 
@@ -150,10 +170,8 @@ async def test_handler_failure_mid_stream_is_451_after_the_real_end(
 
 async def test_reject_from_a_streaming_handler() -> None:
     class Refuser(Handler):
-        async def on_data_chunks(
-            self, session: Session, envelope: Envelope, chunks: AsyncIterator[bytes]
-        ) -> Reply | None:
-            async for chunk in chunks:
+        async def on_data_chunks(self, session: Session, message: MessageStream) -> Reply | None:
+            async for chunk in message.chunks:
                 if b"VIRUS" in chunk:
                     raise Reject(554, "5.7.1", "Message refused")
             return None
@@ -182,20 +200,67 @@ async def test_connection_lost_mid_message_aborts_the_handler() -> None:
         await closed.wait()
     assert handler.aborted == ["connection ended before the end of the message"]
     assert handler.messages == []
+    assert handler.outcomes == [TransactionOutcome.ABORTED]
 
 
-async def test_defining_both_callbacks_warns(caplog: pytest.LogCaptureFixture) -> None:
+def test_defining_both_callbacks_is_a_type_error() -> None:
     class Both(Collector):
-        async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-            raise AssertionError("on_data must not be called when on_data_chunks exists")
+        async def on_data(self, session: Session, message: Message) -> Reply | None:
+            raise AssertionError("never called")
 
-    caplog.set_level(logging.WARNING, logger="smtpd_trio")
-    handler = Both()
-    async with open_test_session(handler) as client:
+    with pytest.raises(TypeError, match="defines both on_data and on_data_chunks"):
+        SMTPServer(Both())
+
+
+TIMEOUT = 30.0
+
+
+async def test_client_silent_mid_stream_times_out_and_aborts_the_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handler = Collector()
+    config = Config(hostname="mx.test", command_timeout=TIMEOUT)
+    async with open_test_session(handler, config=config) as client:
         await client.command("EHLO client.test")
-        assert (await client.sendmail("a@x.org", ["b@y.org"], b"hi\r\n")).code == 250
+        await client.command("MAIL FROM:<a@example.com>")
+        await client.command("RCPT TO:<b@example.org>")
+        assert (await client.command("DATA")).code == 354
+        # Text within the timeout keeps the session alive, chunk after chunk...
+        for _ in range(3):
+            await client.send(b"some text\r\n")
+            await trio.sleep(TIMEOUT * 0.9)
+        start = trio.current_time()
+        # ...then silence: 421 within the timeout (plus at most one second).
+        reply = await client.read_reply()
+        assert (reply.code, reply.enhanced) == (421, "4.4.2")
+        assert trio.current_time() - start <= TIMEOUT + 1
+        assert await client.at_eof()
+    assert handler.aborted == ["connection ended before the end of the message"]
+    assert handler.outcomes == [TransactionOutcome.ABORTED]
+
+
+async def test_slow_streaming_handler_is_not_timed_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Slow(Collector):
+        async def on_data_chunks(self, session: Session, message: MessageStream) -> Reply | None:
+            await trio.sleep(TIMEOUT * 2)  # a slow store before reading
+            result = await super().on_data_chunks(session, message)
+            await trio.sleep(TIMEOUT * 2)  # and after
+            return result
+
+    handler = Slow()
+    config = Config(hostname="mx.test", command_timeout=TIMEOUT)
+    async with open_test_session(handler, config=config) as client:
+        await client.command("EHLO client.test")
+        reply = await client.sendmail("a@example.com", ["b@example.org"], b"hi\r\n")
+        assert reply.code == 250
+        # The command clock runs again after the handler: an idle client still times out.
+        start = trio.current_time()
+        reply = await client.read_reply()
+        assert (reply.code, reply.enhanced) == (421, "4.4.2")
+        assert TIMEOUT <= trio.current_time() - start <= TIMEOUT + 1
     assert handler.messages == [b"hi\r\n"]
-    assert any("only on_data_chunks is called" in r.getMessage() for r in caplog.records)
 
 
 @settings(max_examples=60, deadline=None)
@@ -207,14 +272,9 @@ def test_streamed_chunks_equal_the_buffered_message(body: bytes, cuts: list[int]
     wire = dot_stuff(body)
     expected = BodyReader(max_size=None, max_line_length=None).feed(wire)
     assert expected is not None
-    machine = SMTPMachine(
-        hostname="mx.test",
-        stream_body=True,
-        max_message_size=None,
-        max_line_length=None,
-        bare_line_endings="keep",  # type: ignore[arg-type]
+    machine = streaming_machine(
+        max_message_size=None, max_line_length=None, bare_line_endings="keep"
     )
-    machine.greet()
     machine.receive_data(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n")
     pieces = []
     pos = 0
@@ -234,6 +294,8 @@ def test_streamed_chunks_equal_the_buffered_message(body: bytes, cuts: list[int]
             elif isinstance(event, MessageEnd):
                 machine.respond()
                 ended = True
+            elif isinstance(event, MessageStart):
+                pass
             elif type(event).__name__ in ("Hello", "MailFrom", "RcptTo"):
                 machine.respond()
             elif type(event).__name__ == "NeedData":

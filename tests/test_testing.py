@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from smtpd_trio import Envelope, Handler, Reply, Session
+from smtpd_trio import Handler, Message, Reply, Session
 from smtpd_trio.testing import dot_stuff, open_test_session
 
 
@@ -21,7 +21,7 @@ async def test_a_failing_assertion_inside_the_session_fails_the_test() -> None:
 
 
 class Hang(Handler):
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
         await trio.sleep_forever()
         raise AssertionError("not reached")
 

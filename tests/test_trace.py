@@ -15,7 +15,12 @@ WHEN = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 
 
 def session(
-    host: str = "192.0.2.1", *, helo: str | None = "client.example", ext: bool = True
+    host: str = "192.0.2.1",
+    *,
+    helo: str | None = "client.example",
+    ext: bool = True,
+    tls: TLSInfo | None = None,
+    user: str | None = None,
 ) -> Session:
     return Session(
         id="abc1",
@@ -24,6 +29,8 @@ def session(
         hostname="mx.example.org",
         helo_name=helo,
         extended=ext,
+        tls=tls,
+        authenticated_as=user,
     )
 
 
@@ -32,7 +39,7 @@ def envelope(*rcpts: str, utf8: bool = False) -> Envelope:
         id="abc1.1",
         mail_from="a@example.com",
         mail_params={"SMTPUTF8": None} if utf8 else {},
-        rcpt_tos=list(rcpts),
+        rcpt_tos=rcpts,
     )
 
 
@@ -80,12 +87,12 @@ def test_protocol_names() -> None:
     assert protocol_name(session(ext=False), one) == "SMTP"
     assert protocol_name(session(), one) == "ESMTP"
     assert protocol_name(session(), envelope("b@example.org", utf8=True)) == "UTF8SMTP"
-    tls = session()
-    tls.tls = TLSInfo(version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256")
-    assert protocol_name(tls, one) == "ESMTPS"
-    tls.authenticated_as = "user"
-    assert protocol_name(tls, one) == "ESMTPSA"
-    assert protocol_name(tls, envelope("b@example.org", utf8=True)) == "UTF8SMTPSA"
+    info = TLSInfo(version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256")
+    assert protocol_name(session(tls=info), one) == "ESMTPS"
+    assert protocol_name(session(user="user"), one) == "ESMTPA"
+    tls_auth = session(tls=info, user="user")
+    assert protocol_name(tls_auth, one) == "ESMTPSA"
+    assert protocol_name(tls_auth, envelope("b@example.org", utf8=True)) == "UTF8SMTPSA"
     assert " with SMTP id " in received_header(session(ext=False), one, now=WHEN)
     assert " with UTF8SMTP id " in received_header(
         session(), envelope("b@example.org", utf8=True), now=WHEN

@@ -1,9 +1,12 @@
 """The events the SMTP machine hands to the I/O layer: small, frozen, typed values.
 
-Events marked *decision* wait for an answer: the I/O layer must call
-:meth:`~smtpd_trio._smtp.machine.SMTPMachine.respond` (with a reply, or None for the default
-positive one) before it asks for the next event. The others are notices; the machine has already
-queued their reply.
+Events marked *decision* wait for an answer: the I/O layer must answer them (see
+:meth:`~smtpd_trio._smtp.machine.SMTPMachine.respond`) before it asks for the next event. The
+others are *notices*: the machine has already queued whatever reply they need.
+
+A mail transaction is described by one :class:`Envelope`, created by the machine when MAIL is
+accepted and replaced by a new value each time a recipient is accepted. Every transaction ends
+with exactly one :class:`TransactionEnded`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,86 @@ from typing import final
 
 import attrs
 
-from .body import BodyProblem
 from .replies import Reply
+
+__all__ = [
+    "NEED_DATA",
+    "Authenticate",
+    "CloseReason",
+    "Closed",
+    "CommandRejected",
+    "Connect",
+    "DecisionEvent",
+    "Envelope",
+    "Event",
+    "Hello",
+    "MailFrom",
+    "MessageChunk",
+    "MessageEnd",
+    "MessageReceived",
+    "MessageStart",
+    "NeedData",
+    "RcptTo",
+    "StartTLS",
+    "TransactionEnded",
+    "TransactionOutcome",
+    "Verify",
+]
+
+Params = Mapping[str, str | None]
+
+
+@final
+@attrs.frozen
+class Envelope:
+    """One mail transaction as far as it has gone: the sender, the accepted recipients."""
+
+    #: An id for this transaction, unique within the process: ``<connection id>-<n>``. It is
+    #: an RFC 5321 Atom, so it can stand in the ``id`` clause of a Received header.
+    id: str
+    #: The reverse-path without angle brackets; ``""`` is the null sender ``<>``.
+    mail_from: str
+    #: MAIL's ESMTP parameters, keywords upper-cased (value None for a bare keyword).
+    mail_params: Params = attrs.field(factory=dict)
+    #: The accepted recipients, in order.
+    rcpt_tos: tuple[str, ...] = ()
+    #: The parameters of each accepted RCPT, in the same order.
+    rcpt_params: tuple[Params, ...] = ()
+
+    @property
+    def smtputf8(self) -> bool:
+        """True if MAIL carried SMTPUTF8 (RFC 6531): addresses and headers may hold UTF-8."""
+        return "SMTPUTF8" in self.mail_params
+
+    @property
+    def body_type(self) -> str | None:
+        """``"7BIT"``, ``"8BITMIME"``, or None if MAIL gave no BODY parameter."""
+        value = self.mail_params.get("BODY")
+        return value.upper() if value else None
+
+
+class TransactionOutcome(enum.Enum):
+    """How a mail transaction ended."""
+
+    #: The message was accepted: 250 was sent for it.
+    ACCEPTED = "accepted"
+    #: The message was read and refused (by the handler, or by a limit or policy).
+    REFUSED = "refused"
+    #: RSET, or an accepted HELO/EHLO, ended the transaction before a message.
+    RESET = "reset"
+    #: The connection ended with the transaction open (QUIT, the client went away, a timeout,
+    #: shutdown, too many errors): no 250 was sent, the client keeps the message.
+    ABORTED = "aborted"
+
+
+# ---- decisions ----------------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class Connect:
+    """*Decision*: a client is connected; answer with the greeting (None: the 220 banner; a
+    4xx becomes 421 and closes; a 5xx becomes 554, after which only QUIT is served)."""
 
 
 @final
@@ -35,7 +116,7 @@ class MailFrom:
 
     #: The reverse-path without angle brackets; ``""`` is the null path ``<>``.
     address: str
-    params: Mapping[str, str | None]
+    params: Params
 
 
 @final
@@ -43,8 +124,10 @@ class MailFrom:
 class RcptTo:
     """*Decision*: RCPT TO with a valid path, within the recipient limit."""
 
+    #: The transaction so far (without this recipient).
+    envelope: Envelope
     address: str
-    params: Mapping[str, str | None]
+    params: Params
 
 
 @final
@@ -52,32 +135,18 @@ class RcptTo:
 class MessageReceived:
     """*Decision*: a complete, well-formed message (DATA read to ``<CRLF>.<CRLF>``)."""
 
+    envelope: Envelope
     #: The un-stuffed message text, exactly as the client meant it.
-    content: bytes
-
-
-@final
-@attrs.frozen
-class MessageStart:
-    """Notice (streaming mode only): DATA was accepted and its 354 queued; the message text
-    follows as :class:`MessageChunk` events, then :class:`MessageEnd` or
-    :class:`MessageRefused` (or :class:`Closed` if the connection ends first)."""
-
-
-@final
-@attrs.frozen
-class MessageChunk:
-    """Notice (streaming mode only): the next piece of un-stuffed message text."""
-
-    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
+    content: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
 
 
 @final
 @attrs.frozen
 class MessageEnd:
     """*Decision* (streaming mode only): the message ended well at ``<CRLF>.<CRLF>``; every
-    chunk was handed out. Answer it with ``respond()`` as for :class:`MessageReceived`."""
+    chunk was handed out. Answer it as :class:`MessageReceived`."""
 
+    envelope: Envelope
     #: Octets of message text.
     size: int
 
@@ -92,9 +161,42 @@ class Verify:
 
 @final
 @attrs.frozen
+class Authenticate:
+    """*Decision*: a SASL exchange finished; check the credentials and answer with
+    ``auth_result(identity)`` (None: 535), ``respond(refusal)`` or ``fail()`` (454)."""
+
+    mechanism: str
+    #: What the mechanism produced (:class:`~smtpd_trio.auth.LoginCredentials` for PLAIN and
+    #: LOGIN). Never shown in repr: it holds a secret.
+    credentials: object = attrs.field(repr=False)
+
+
+# ---- notices ------------------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class MessageStart:
+    """Notice (streaming mode only): DATA was accepted and its 354 queued; the message text
+    follows as :class:`MessageChunk` events, then :class:`MessageEnd`, or a
+    :class:`TransactionEnded` if the message is refused or the connection ends first."""
+
+    envelope: Envelope
+
+
+@final
+@attrs.frozen
+class MessageChunk:
+    """Notice (streaming mode only): the next piece of un-stuffed message text."""
+
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
+
+
+@final
+@attrs.frozen
 class StartTLS:
     """Notice: STARTTLS was accepted and its 220 queued. Send it, run the TLS handshake, then
-    call ``tls_established()`` (or ``close()`` if the handshake failed)."""
+    call ``tls_established()`` (or ``close(CloseReason.TLS_FAILED)``)."""
 
     #: Plaintext octets the client sent after STARTTLS; they were discarded, never executed.
     discarded: int
@@ -102,49 +204,15 @@ class StartTLS:
 
 @final
 @attrs.frozen
-class AuthStart:
-    """*Decision*: AUTH with an offered mechanism. Run it, then answer with
-    ``auth_challenge()`` or ``auth_finish()``."""
+class TransactionEnded:
+    """Notice: a mail transaction is over. Exactly one per accepted MAIL."""
 
-    mechanism: str
-    #: The decoded initial response, or None if the client gave none.
-    initial_response: bytes | None = attrs.field(repr=False)
-
-
-@final
-@attrs.frozen
-class AuthResponse:
-    """*Decision*: the client's (decoded) answer to the last 334 challenge."""
-
-    data: bytes = attrs.field(repr=False)
-
-
-@final
-@attrs.frozen
-class AuthAborted:
-    """Notice: the client cancelled the exchange (``*``) or sent malformed base64; the reply
-    is queued."""
-
-    #: What was sent: 501, or 421 if this was one error too many.
-    reply: Reply
-
-
-@final
-@attrs.frozen
-class TransactionReset:
-    """Notice: RSET ended the mail transaction (the 250 is queued). An accepted HELO/EHLO
-    also ends it; the I/O layer sees that from the :class:`Hello` it answered."""
-
-
-@final
-@attrs.frozen
-class MessageRefused:
-    """Notice: a message was read to its real end and refused (the reply is queued)."""
-
-    problem: BodyProblem
-    #: Octets of message text read (past the limit too, when it was counted).
-    size: int
-    reply: Reply
+    envelope: Envelope
+    outcome: TransactionOutcome
+    #: What the message was answered (ACCEPTED and REFUSED), else None.
+    reply: Reply | None = None
+    #: Octets of message text read, when a message was read.
+    size: int | None = None
 
 
 @final
@@ -165,10 +233,18 @@ class CloseReason(enum.Enum):
     QUIT = "quit"
     #: The client closed its side (or the stream broke) before QUIT.
     PEER_CLOSED = "peer-closed"
-    #: Too many protocol errors; 421 was queued.
+    #: Too many protocol errors or failed AUTH attempts; 421 was queued.
     TOO_MANY_ERRORS = "too-many-errors"
-    #: The server ended the session (timeout, shutdown, refused greeting); 421 or 554 was queued.
-    SERVER = "server"
+    #: The client sent nothing for the command timeout; 421 4.4.2 was queued.
+    TIMEOUT = "timeout"
+    #: The server is shutting down; 421 4.3.2 was queued.
+    SHUTDOWN = "shutdown"
+    #: The client stopped reading what we send; nothing more can be said.
+    STALLED = "stalled"
+    #: The TLS handshake failed or timed out; nothing more can be said.
+    TLS_FAILED = "tls-failed"
+    #: The server (the handler, or the greeting) refused service with 421.
+    REFUSED = "refused"
 
 
 @final
@@ -177,8 +253,6 @@ class Closed:
     """Notice: the session is over. Send what is queued, then close the stream."""
 
     reason: CloseReason
-    #: True if a mail transaction was open and is dropped (no 250 was sent for it).
-    transaction_dropped: bool = False
 
 
 class NeedData(enum.Enum):
@@ -190,24 +264,15 @@ class NeedData(enum.Enum):
 
 NEED_DATA = NeedData.NEED_DATA
 
+DecisionEvent = (
+    Connect | Hello | MailFrom | RcptTo | MessageReceived | MessageEnd | Verify | Authenticate
+)
 Event = (
-    MessageStart
+    DecisionEvent
+    | MessageStart
     | MessageChunk
-    | MessageEnd
     | StartTLS
-    | AuthStart
-    | AuthResponse
-    | AuthAborted
-    | Hello
-    | MailFrom
-    | RcptTo
-    | MessageReceived
-    | Verify
-    | TransactionReset
-    | MessageRefused
+    | TransactionEnded
     | CommandRejected
     | Closed
-)
-DecisionEvent = (
-    MessageEnd | Hello | MailFrom | RcptTo | MessageReceived | Verify | AuthStart | AuthResponse
 )

@@ -1,36 +1,45 @@
-"""The SMTP session state machine (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and
-ENHANCEDSTATUSCODES). Sans-IO: bytes in, events out; replies in, bytes out.
+"""The SMTP session state machine (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
+ENHANCEDSTATUSCODES, STARTTLS and AUTH). Sans-IO: bytes in, events out; answers in, bytes out.
 
 Theory of operation
 -------------------
 The I/O layer drives one :class:`SMTPMachine` per connection, in lockstep::
 
-    machine.greet(None)                      # queue the 220 banner
     loop:
-        send(machine.data_to_send())
-        machine.receive_data(await read())   # b"" means the peer closed
-        while (event := machine.next_event()) is not NEED_DATA:
-            decision event -> machine.respond(await handler(...))
-            Closed         -> send what is queued, close the stream, stop
+        event = machine.next_event()
+        NEED_DATA       -> send(machine.data_to_send()); machine.receive_data(await read())
+                           (b"" means the peer closed)
+        a decision      -> answer it: respond(reply) / fail() / auth_result(identity)
+        StartTLS        -> send the 220, run the handshake, tls_established(info)
+        other notices   -> log, tell the handler; the machine already queued any reply
+        Closed          -> send what is queued, close the stream, stop
+
+The machine makes every protocol decision: which command is legal where, every reply code and
+text (the handler's answers are checked, completed with enhanced status codes, and a 421 from
+the handler closes the session), the greeting rules of RFC 5321 §3.1, the SASL exchange (the
+mechanisms are sans-IO; only the credential check is a decision), the STARTTLS reset, when a
+mail transaction starts and ends, and what to say when the session ends for a reason the I/O
+layer reports (:meth:`close` with a :class:`CloseReason`). The I/O layer only moves bytes,
+keeps time and awaits the handler.
 
 Commands that arrive together (PIPELINING, RFC 2920) are taken one at a time, in order, and
 their replies are queued together, so the I/O layer writes them in one batch when the machine
-next needs data. A command whose handler decision is pending is never overtaken: the machine
-refuses to produce another event until :meth:`respond` is called.
+next needs data. A decision that is pending is never overtaken: the machine refuses to produce
+another event until it is answered.
 
-The machine answers by itself everything that needs no handler: syntax errors (500/501),
-out-of-sequence commands (503), unsupported parameters (555), limits (552/452), RSET, NOOP,
-HELP, QUIT. Only well-formed, in-sequence commands reach the handler, as decision events.
+States (the mail transaction is the MAIL -> RCPT -> DATA part)::
 
-States (the mail transaction is the MAIL → RCPT → DATA part)::
-
-    CONNECTED --HELO/EHLO--> READY --MAIL--> MAIL --RCPT--> RCPT --DATA--> DATA
-        ^                      ^ ^            |              |              |
-        |                      | +---RSET/HELO/EHLO---------+              |
-        |                      +-----------message read, answered ---------+
+    GREETING --Connect answered--> CONNECTED --HELO/EHLO--> READY --MAIL--> MAIL --RCPT--> RCPT
+                                       ^                      ^ ^            |              |
+                                       |                      | +--RSET/HELO/EHLO---------+
+                                       |                      +---message read, answered--DATA
+                                       +-- STARTTLS: TLS_HANDSHAKE, then tls_established()
+    READY/CONNECTED --AUTH--> AUTH (SASL responses) --> back
+    a 554 greeting: REFUSED (only QUIT)
     any state --QUIT / too many errors / close()--> CLOSED
 
-Which command is legal where is the single table ``_OUT_OF_SEQUENCE`` below.
+Which command is legal where is the single table ``_OUT_OF_SEQUENCE`` below; the verbs are
+dispatched through ``_VERBS``.
 
 Memory: the machine bounds what it holds (one command line, or what the body reader keeps
 under its line and size limits) only if the I/O layer drains it, calling :meth:`next_event`
@@ -41,41 +50,48 @@ from __future__ import annotations
 
 import binascii
 import enum
-import functools
+from collections.abc import Callable, Mapping
 from typing import Final, final
 
 from . import replies
-from .body import BareLineEndings, BodyProblem, BodyReader, BodyResult
+from .body import BodyProblem, BodyReader, BodyResult
 from .commands import CommandSyntaxError, parse_helo_name, parse_path_and_params, split_verb
 from .events import (
     NEED_DATA,
-    AuthAborted,
-    AuthResponse,
-    AuthStart,
+    Authenticate,
     Closed,
     CloseReason,
     CommandRejected,
+    Connect,
     DecisionEvent,
+    Envelope,
     Event,
     Hello,
     MailFrom,
     MessageChunk,
     MessageEnd,
     MessageReceived,
-    MessageRefused,
     MessageStart,
     NeedData,
     RcptTo,
     StartTLS,
-    TransactionReset,
+    TransactionEnded,
+    TransactionOutcome,
     Verify,
 )
+from .facts import SessionFacts, TLSInfo
 from .replies import Reply
+from .sasl import Challenge, SASLError, SASLExchange
+from .settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
+
+__all__ = ["DEFAULT_MAX_COMMAND_LINE", "MAX_AUTH_LINE", "SMTPMachine", "State"]
 
 
 class State(enum.Enum):
     """Where the session stands."""
 
+    #: Waiting for the greeting decision (:class:`Connect`).
+    GREETING = "greeting"
     #: Banner sent; no HELO/EHLO yet.
     CONNECTED = "connected"
     #: HELO/EHLO accepted; no mail transaction open.
@@ -95,9 +111,12 @@ class State(enum.Enum):
     #: Over; nothing more is read.
     CLOSED = "closed"
 
+    # Members are singletons compared by identity: hash them the same way, in C.
+    __hash__ = object.__hash__
+
 
 # (verb, state) -> the reply for a command that is not legal in that state. Everything else
-# is legal everywhere a command can be read (DATA and CLOSED read no commands).
+# is legal everywhere a command can be read (DATA, AUTH and CLOSED read no commands).
 _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
     ("MAIL", State.CONNECTED): replies.NEED_HELO,
     ("MAIL", State.MAIL): replies.NESTED_MAIL,
@@ -114,17 +133,14 @@ _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
     ("STARTTLS", State.RCPT): replies.BAD_SEQUENCE,
 }
 
-# Recognised commands this server does not offer (STARTTLS and AUTH: when not configured): 502.
+# Recognised commands this server does not offer: 502. (STARTTLS and AUTH when not configured
+# are answered 502 by their own handlers.)
 _NOT_IMPLEMENTED: Final = frozenset(
-    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "STARTTLS", "AUTH", "BDAT"}
+    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "BDAT"}
 )
 
 #: RFC 4954 §4: a SASL response line may be up to 12288 octets.
 MAX_AUTH_LINE: Final = 12288
-
-#: RFC 5321 §4.5.3.1.4: 512 octets with CRLF, plus what extensions allow: SIZE (RFC 1870, 26),
-#: BODY=8BITMIME (RFC 6152, 14) and SMTPUTF8 (RFC 6531, 10).
-DEFAULT_MAX_COMMAND_LINE: Final = 512 + 26 + 14 + 10
 
 _EXCERPT: Final = 40
 _HELP: Final = Reply(
@@ -133,16 +149,47 @@ _HELP: Final = Reply(
     "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
 )
 
+# How each decision may be answered: the positive codes allowed, the enhanced code given to a
+# positive reply that has none, and the subject.detail given to a refusal that has none
+# (RFC 3463: "X.1.0" other address status, "X.7.0" other security status, "X.0.0" other).
+_ANSWERS: Final[dict[type[DecisionEvent], tuple[frozenset[int], str | None, str | None]]] = {
+    Connect: (frozenset({220}), None, None),
+    Hello: (frozenset(), None, "0.0"),
+    MailFrom: (frozenset({250}), "2.1.0", "1.0"),
+    RcptTo: (frozenset({250, 251}), "2.1.5", "1.0"),
+    MessageReceived: (frozenset({250}), "2.0.0", "0.0"),
+    MessageEnd: (frozenset({250}), "2.0.0", "0.0"),
+    Verify: (frozenset({250, 251, 252}), "2.0.0", "0.0"),
+    Authenticate: (frozenset(), None, "7.0"),
+}
 
-# Built once per distinct server setup, not once per connection.
-@functools.lru_cache(maxsize=64)
-def _greeting(hostname: str, banner: str) -> Reply:
-    return Reply(220, None, f"{hostname} {banner}")
+_WHAT: Final[dict[type[DecisionEvent], str]] = {
+    Connect: "the greeting",
+    Hello: "HELO/EHLO",
+    MailFrom: "MAIL FROM",
+    RcptTo: "RCPT TO",
+    MessageReceived: "a message",
+    MessageEnd: "a message",
+    Verify: "VRFY",
+    Authenticate: "AUTH",
+}
 
+# What the client is told when the session ends for a reason the I/O layer reports.
+_GOODBYE: Final[dict[CloseReason, Reply | None]] = {
+    CloseReason.TIMEOUT: replies.SERVICE_CLOSING_TIMEOUT,
+    CloseReason.SHUTDOWN: replies.SERVICE_SHUTTING_DOWN,
+    CloseReason.STALLED: None,
+    CloseReason.TLS_FAILED: None,
+    CloseReason.PEER_CLOSED: None,
+}
 
-@functools.lru_cache(maxsize=64)
-def _ehlo(hostname: str, keywords: tuple[str, ...]) -> Reply:
-    return Reply(250, None, hostname, keywords)
+_BODY_REPLIES: Final = {
+    BodyProblem.TOO_BIG: replies.MESSAGE_TOO_BIG,
+    BodyProblem.LINE_TOO_LONG: replies.TEXT_LINE_TOO_LONG,
+    BodyProblem.BARE_LINE_ENDING: replies.BARE_LINE_ENDING_IN_DATA,
+}
+
+_TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.DATA})
 
 
 def _b64decode(text: str) -> bytes | None:
@@ -160,167 +207,117 @@ def _excerpt(line: bytes) -> str:
     return repr(text) if len(line) <= _EXCERPT else repr(text) + "..."
 
 
+_Verb = Callable[["SMTPMachine", "str | None", bytes], "Event | None"]
+
+
 @final
 class SMTPMachine:
     """The protocol state of one SMTP session. See the module docstring."""
 
     # Thousands of these live at once (one per connection): no per-instance __dict__.
     __slots__ = (
+        "_auth_failures",
+        "_auth_mechanism",
         "_auth_return",
         "_body",
         "_body_result",
         "_buf",
         "_close_reason",
         "_discarding",
-        "_dropped",
-        "_greeted",
+        "_ended",
+        "_exchange",
         "_out",
         "_peer_closed",
         "_pending",
         "_pos",
-        "auth_failures",
-        "auth_mechanisms",
-        "auth_over_plaintext",
-        "auth_required",
-        "authenticated",
-        "banner",
-        "bare_line_endings",
+        "_session_id",
+        "_shutdown",
+        "_transactions",
+        "envelope",
         "errors",
-        "extended",
-        "hostname",
+        "facts",
         "lines_taken",
-        "max_auth_failures",
-        "max_command_line",
-        "max_errors",
-        "max_line_length",
-        "max_message_size",
-        "max_recipients",
-        "recipients",
-        "require_tls",
-        "smtputf8",
-        "starttls",
+        "settings",
         "state",
         "stream_body",
-        "tls_active",
-        "transaction_smtputf8",
     )
 
     def __init__(
         self,
+        settings: SMTPSettings,
         *,
-        hostname: str,
-        max_message_size: int | None = 10_240_000,
-        max_recipients: int = 1000,
-        max_command_line: int = DEFAULT_MAX_COMMAND_LINE,
-        max_line_length: int | None = 1000,
-        max_errors: int = 20,
-        bare_line_endings: BareLineEndings = BareLineEndings.REJECT,
-        smtputf8: bool = True,
-        banner: str = "ESMTP smtpd-trio ready",
-        starttls: bool = False,
-        tls_active: bool = False,
-        require_tls: bool = False,
-        auth_mechanisms: tuple[str, ...] = (),
-        auth_over_plaintext: bool = False,
-        auth_required: bool = False,
-        max_auth_failures: int = 3,
+        facts: SessionFacts | None = None,
+        session_id: str = "s",
         stream_body: bool = False,
     ) -> None:
-        self.hostname = hostname
-        self.max_message_size = max_message_size
-        self.max_recipients = max_recipients
-        self.max_command_line = max_command_line
-        self.max_line_length = max_line_length
-        self.max_errors = max_errors
-        self.bare_line_endings = bare_line_endings
-        self.smtputf8 = smtputf8
-        self.banner = banner
-        #: STARTTLS is offered (a TLS context exists); ignored once TLS is active.
-        self.starttls = starttls
-        #: The session is under TLS (implicit TLS, or after STARTTLS).
-        self.tls_active = tls_active
-        self.require_tls = require_tls
-        self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
-        self.auth_over_plaintext = auth_over_plaintext
-        self.auth_required = auth_required
-        self.max_auth_failures = max_auth_failures
+        self.settings = settings
+        #: The session's facts (HELO name, TLS, identity): written here and nowhere else.
+        self.facts = facts if facts is not None else SessionFacts()
         #: Hand out message text in chunks as it arrives (MessageStart, MessageChunk,
         #: MessageEnd) instead of one MessageReceived at the end.
         self.stream_body = stream_body
-        #: True once AUTH succeeded.
-        self.authenticated = False
-        self.auth_failures = 0
-
-        self.state = State.CONNECTED
+        self.state = State.GREETING
+        #: The open mail transaction, or None.
+        self.envelope: Envelope | None = None
         #: The number of protocol errors so far.
         self.errors = 0
         #: Complete command (or SASL response) lines taken so far: the I/O layer's measure of
         #: progress, so a client trickling bytes cannot stretch one command wait forever.
         self.lines_taken = 0
-        #: Recipients accepted in the open transaction.
-        self.recipients = 0
-        #: True if the open transaction's MAIL carried SMTPUTF8.
-        self.transaction_smtputf8 = False
-        self.extended = False
-        self._greeted = False
+        self._session_id = session_id
+        self._transactions = 0
         self._buf = bytearray()
         self._pos = 0
         # The head of an over-long command line being discarded (None when not discarding),
         # kept so its excerpt does not depend on how the line was split into chunks.
         self._discarding: bytes | None = None
         self._peer_closed = False
-        self._close_reason: CloseReason | None = None
-        self._dropped = False
+        self._shutdown = False
+        self._close_reason = CloseReason.PEER_CLOSED
         self._out: list[bytes] = []
         self._pending: DecisionEvent | None = None
+        # A TransactionEnded waiting to be handed out (it comes before anything else).
+        self._ended: TransactionEnded | None = None
         self._body: BodyReader | None = None
-        self._auth_return = State.READY
         # Streaming: the end of a message, held back until its last chunk was handed out.
         self._body_result: BodyResult | None = None
+        self._exchange: SASLExchange | None = None
+        self._auth_mechanism = ""
+        self._auth_return = State.READY
+        self._auth_failures = 0
 
-    # ---- output --------------------------------------------------------------------------
+    # ---- facts -----------------------------------------------------------------------------
+
+    @property
+    def tls_active(self) -> bool:
+        """The session is under TLS (implicit TLS, or after STARTTLS)."""
+        return self.facts._tls is not None
+
+    @property
+    def in_transaction(self) -> bool:
+        """A mail transaction is open (MAIL accepted, no end yet)."""
+        return self.envelope is not None
+
+    @property
+    def reading_data(self) -> bool:
+        """True while the message text is being read (between 354 and the final dot)."""
+        return self.state is State.DATA
+
+    # ---- output ----------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call (possibly b"")."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out)
-        self._out.clear()
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         return data
 
     def _reply(self, reply: Reply) -> None:
         self._out.append(reply.to_bytes())
 
-    def greet(self, reply: Reply | None = None) -> None:
-        """Queue the greeting: 220 by default; a 554 reply refuses service (RFC 5321 §3.1),
-        a 421 closes at once."""
-        if self._greeted:
-            raise RuntimeError("greet() was already called")
-        self._greeted = True
-        if reply is None:
-            reply = _greeting(self.hostname, self.banner)
-        self._reply(reply)
-        if reply.code == 421:
-            self._close(CloseReason.SERVER)
-        elif not reply.is_positive:
-            self.state = State.REFUSED
-
-    def close(self, reply: Reply | None = replies.SERVICE_SHUTTING_DOWN) -> None:
-        """End the session from the server side, queueing ``reply`` (421 by default)."""
-        if self.state is State.CLOSED:
-            return
-        self._pending = None
-        if reply is not None:
-            self._reply(reply)
-        self._close(CloseReason.SERVER)
-
-    def _close(self, reason: CloseReason) -> None:
-        self._dropped = self.state in (State.MAIL, State.RCPT, State.DATA)
-        self.state = State.CLOSED
-        self._close_reason = reason
-        self._body = None
-
-    # ---- input ---------------------------------------------------------------------------
+    # ---- input -----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its side."""
@@ -330,34 +327,30 @@ class SMTPMachine:
         else:
             self._peer_closed = True
 
-    @property
-    def in_transaction(self) -> bool:
-        return self.state in (State.MAIL, State.RCPT, State.DATA)
-
-    @property
-    def reading_data(self) -> bool:
-        """True while the message text is being read (between 354 and the final dot)."""
-        return self.state is State.DATA
-
     def next_event(self) -> Event | NeedData:
         """The next event, or NEED_DATA if the buffered bytes hold no complete command."""
-        if not self._greeted:
-            raise RuntimeError("call greet() first")
         if self._pending is not None:
-            raise RuntimeError(f"respond() to {type(self._pending).__name__} first")
-        if self.state is State.TLS_HANDSHAKE:
-            raise RuntimeError("call tls_established() (or close()) after the TLS handshake")
+            raise RuntimeError(f"answer {type(self._pending).__name__} first")
         while True:
-            if self.state is State.CLOSED:
-                return Closed(self._close_reason or CloseReason.PEER_CLOSED, self._dropped)
+            ended = self._ended
+            if ended is not None:
+                self._ended = None
+                return ended
+            state = self.state
+            if state is State.CLOSED:
+                return Closed(self._close_reason)
             event: Event | NeedData | None
-            if self.state is State.DATA:
+            if state is State.DATA:
                 event = self._read_body()
+            elif state is State.GREETING:
+                return self._decide(Connect())
+            elif state is State.TLS_HANDSHAKE:
+                raise RuntimeError("call tls_established() (or close()) after the TLS handshake")
             else:
                 line = self._next_line()
                 if line is None:
                     event = NEED_DATA
-                elif self.state is State.AUTH:
+                elif state is State.AUTH:
                     event = self._auth_line(line)
                 else:
                     event = self._handle_line(line)
@@ -367,9 +360,11 @@ class SMTPMachine:
                 return event
             if self._peer_closed:
                 self._close(CloseReason.PEER_CLOSED)
-                continue
-            self._compact()
-            return NEED_DATA
+            elif self._shutdown and self.envelope is None:
+                self.close(CloseReason.SHUTDOWN)
+            else:
+                self._compact()
+                return NEED_DATA
 
     def _compact(self) -> None:
         if self._pos:
@@ -381,7 +376,7 @@ class SMTPMachine:
         as a line longer than the limit, truncated, so the caller answers 500 once."""
         buf = self._buf
         end = buf.find(b"\r\n", self._pos)
-        limit = MAX_AUTH_LINE if self.state is State.AUTH else self.max_command_line
+        limit = MAX_AUTH_LINE if self.state is State.AUTH else self.settings.max_command_line
         if end < 0:
             if len(buf) - self._pos > limit:
                 # Keep only a possible CR of a split CRLF; the rest of the line is junk.
@@ -399,12 +394,54 @@ class SMTPMachine:
             return head.ljust(limit + 1, b"\x00")
         return line
 
-    # ---- commands ------------------------------------------------------------------------
+    # ---- ending ----------------------------------------------------------------------------
+
+    def close(self, reason: CloseReason = CloseReason.SHUTDOWN) -> None:
+        """End the session for ``reason``, reported by the I/O layer: a timeout (421 4.4.2),
+        shutdown (421 4.3.2), or a stream that can take nothing more (stalled, TLS failed,
+        peer gone: nothing is said). A pending decision is dropped."""
+        if self.state is State.CLOSED:
+            return
+        goodbye = _GOODBYE.get(reason)
+        if goodbye is not None:
+            self._reply(goodbye)
+        self._close(reason)
+
+    def request_shutdown(self) -> None:
+        """The server is shutting down: end the session (421 4.3.2) as soon as no mail
+        transaction is open, at the next point where the machine would wait for the client.
+        A transaction already open is allowed to finish."""
+        self._shutdown = True
+
+    def _close(self, reason: CloseReason) -> None:
+        self._pending = None
+        if self.envelope is not None:
+            self._end_transaction(TransactionOutcome.ABORTED)
+        self.state = State.CLOSED
+        self._close_reason = reason
+        self._body = None
+        self._body_result = None
+        self._exchange = None
+        self._buf = bytearray()
+        self._pos = 0
+
+    def _end_transaction(
+        self, outcome: TransactionOutcome, reply: Reply | None = None, size: int | None = None
+    ) -> None:
+        envelope = self.envelope
+        assert envelope is not None
+        assert self._ended is None
+        self.envelope = None
+        self._ended = TransactionEnded(envelope, outcome, reply, size)
+        if self.state in _TRANSACTION_STATES:
+            self.state = State.READY
+
+    # ---- commands --------------------------------------------------------------------------
 
     def _error(self, reply: Reply, line: bytes) -> Event:
         """Answer a protocol error; the max_errors-th one ends the session with 421."""
         self.errors += 1
-        if self.errors >= self.max_errors:
+        if self.errors >= self.settings.max_errors:
             self._reply(replies.TOO_MANY_ERRORS)
             self._close(CloseReason.TOO_MANY_ERRORS)
             return CommandRejected(_excerpt(line), replies.TOO_MANY_ERRORS)
@@ -412,7 +449,7 @@ class SMTPMachine:
         return CommandRejected(_excerpt(line), reply)
 
     def _handle_line(self, raw: bytes) -> Event | None:
-        if len(raw) + 2 > self.max_command_line:
+        if len(raw) + 2 > self.settings.max_command_line:
             return self._error(replies.LINE_TOO_LONG, raw)
         if b"\r" in raw or b"\n" in raw:
             return self._error(replies.BARE_LINE_ENDING_IN_COMMAND, raw)
@@ -426,175 +463,31 @@ class SMTPMachine:
         sequence_error = _OUT_OF_SEQUENCE.get((verb, self.state))
         if sequence_error is not None:
             return self._error(sequence_error, raw)
+        handler = _VERBS.get(verb)
+        if handler is None:
+            reply = replies.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else replies.UNKNOWN_COMMAND
+            return self._error(reply, raw)
         try:
-            if verb in ("HELO", "EHLO"):
-                return self._decide(Hello(parse_helo_name(arg), verb == "EHLO"))
-            if verb == "MAIL":
-                return self._refuse(self._mail(arg), raw)
-            if verb == "RCPT":
-                return self._refuse(self._rcpt(arg), raw)
-            if verb == "DATA":
-                return self._data(arg)
-            if verb == "RSET":
-                return self._rset(arg)
-            if verb == "NOOP":
-                self._reply(replies.NOOP_OK)
-                return None
-            if verb == "QUIT":
-                if arg is not None:
-                    return self._error(replies.syntax_error("QUIT takes no argument"), raw)
-                self._reply(replies.QUIT_OK)
-                self._close(CloseReason.QUIT)
-                return Closed(CloseReason.QUIT, self._dropped)
-            if verb == "VRFY":
-                if arg is None:
-                    return self._error(replies.syntax_error("VRFY requires an argument"), raw)
-                return self._decide(Verify(arg))
-            if verb == "HELP":
-                self._reply(_HELP)
-                return None
-            if verb == "STARTTLS" and (self.starttls or self.tls_active):
-                return self._starttls(arg, raw)
-            if verb == "AUTH" and self.auth_mechanisms:
-                return self._auth(arg, raw)
+            return handler(self, arg, raw)
         except CommandSyntaxError as exc:
             return self._error(exc.reply, raw)
-        if verb in _NOT_IMPLEMENTED:
-            return self._error(replies.NOT_IMPLEMENTED, raw)
-        return self._error(replies.UNKNOWN_COMMAND, raw)
 
-    def _refuse(self, outcome: Event | Reply, raw: bytes) -> Event:
-        """A limit or policy refusal of MAIL/RCPT (552, 452, 553): answered and reported, but
-        not a protocol error, so it does not count towards max_errors. A 530 (TLS or AUTH
-        required first) does count: a client ignoring it is not going to get anywhere."""
-        if isinstance(outcome, Reply):
-            if outcome.code == 530:
-                return self._error(outcome, raw)
-            self._reply(outcome)
-            return CommandRejected(_excerpt(raw), outcome)
-        return outcome
-
-    # ---- STARTTLS (RFC 3207) --------------------------------------------------------------
-
-    def _starttls(self, arg: str | None, raw: bytes) -> Event:
+    def _no_argument(self, verb: str, arg: str | None) -> None:
         if arg is not None:
-            return self._error(replies.syntax_error("STARTTLS takes no argument"), raw)
-        if self.tls_active:
-            return self._error(replies.TLS_ALREADY_ACTIVE, raw)
-        self._reply(replies.READY_FOR_TLS)
-        # Whatever the client sent after STARTTLS in plaintext is discarded, never executed
-        # inside the TLS session (CVE-2011-0411 class; aiosmtpd CVE-2024-34083).
-        discarded = len(self._buf) - self._pos
-        self._buf.clear()
-        self._pos = 0
-        self.state = State.TLS_HANDSHAKE
-        return StartTLS(discarded)
+            raise CommandSyntaxError(replies.syntax_error(f"{verb} takes no argument"))
 
-    def tls_established(self) -> None:
-        """The TLS handshake after STARTTLS succeeded: the session starts afresh (RFC 3207
-        §4.2: HELO/EHLO, the transaction and any authentication are forgotten)."""
-        if self.state is not State.TLS_HANDSHAKE:
-            raise RuntimeError("tls_established() without a STARTTLS")
-        self._buf.clear()
-        self._pos = 0
-        self.tls_active = True
-        self.extended = False
-        self.authenticated = False
-        self._reset_transaction()
-        self.state = State.CONNECTED
+    def _helo(self, arg: str | None, raw: bytes) -> Event:
+        return self._decide(Hello(parse_helo_name(arg), False))
 
-    # ---- AUTH (RFC 4954) -----------------------------------------------------------------
+    def _ehlo(self, arg: str | None, raw: bytes) -> Event:
+        return self._decide(Hello(parse_helo_name(arg), True))
 
-    @property
-    def auth_offered(self) -> bool:
-        return bool(self.auth_mechanisms) and (self.tls_active or self.auth_over_plaintext)
-
-    def _auth(self, arg: str | None, raw: bytes) -> Event:
-        if not self.auth_offered:
-            return self._error(replies.ENCRYPTION_REQUIRED_FOR_AUTH, raw)
-        if not self.extended:
-            return self._error(replies.NEED_EHLO_FOR_AUTH, raw)  # RFC 4954 §4: EHLO only
-        if self.authenticated:
-            return self._error(replies.ALREADY_AUTHENTICATED, raw)
-        if arg is None:
-            return self._error(replies.syntax_error("AUTH needs a mechanism"), raw)
-        mechanism, _, initial = arg.partition(" ")
-        mechanism = mechanism.upper() if mechanism.isascii() else mechanism
-        if mechanism not in self.auth_mechanisms:
-            return self._error(replies.UNKNOWN_AUTH_MECHANISM, raw)
-        response: bytes | None = None
-        if initial:
-            if " " in initial:
-                return self._error(replies.syntax_error("AUTH takes one initial response"), raw)
-            decoded = _b64decode(initial)
-            if decoded is None:
-                return self._error(replies.BAD_BASE64, raw)
-            response = decoded
-        self._auth_return = self.state
-        return self._decide(AuthStart(mechanism, response))
-
-    def _auth_line(self, raw: bytes) -> Event:
-        if len(raw) + 2 > MAX_AUTH_LINE:
-            self.state = self._auth_return
-            return self._error(replies.LINE_TOO_LONG, raw)
-        if raw == b"*":
-            self.state = self._auth_return
-            return AuthAborted(self._count_auth_error(replies.AUTH_CANCELLED))
-        decoded = _b64decode(raw.decode("ascii", "replace"))
-        if decoded is None:
-            self.state = self._auth_return
-            return AuthAborted(self._count_auth_error(replies.BAD_BASE64))
-        self.state = self._auth_return
-        return self._decide(AuthResponse(decoded))
-
-    def _count_auth_error(self, reply: Reply) -> Reply:
-        """Queue a protocol error ending an exchange; returns what was really sent."""
-        self.errors += 1
-        if self.errors >= self.max_errors:
-            self._reply(replies.TOO_MANY_ERRORS)
-            self._close(CloseReason.TOO_MANY_ERRORS)
-            return replies.TOO_MANY_ERRORS
-        self._reply(reply)
-        return reply
-
-    def auth_challenge(self, challenge: bytes) -> None:
-        """Answer AuthStart/AuthResponse with a ``334`` challenge; the client's next line
-        comes back as an :class:`AuthResponse` (or an :class:`AuthAborted`)."""
-        event = self._pending
-        if not isinstance(event, AuthStart | AuthResponse):
-            raise RuntimeError("no AUTH exchange is waiting for a challenge")
-        self._pending = None
-        self._reply(Reply(334, None, binascii.b2a_base64(challenge, newline=False).decode()))
-        self.state = State.AUTH
-
-    def auth_finish(self, reply: Reply | None = None) -> None:
-        """End the pending exchange: None succeeds (235); a 4xx/5xx reply fails (535 5.7.8,
-        454 4.7.0 for a temporary failure, 501 for a malformed response). After
-        ``max_auth_failures`` failures the session ends with 421."""
-        event = self._pending
-        if not isinstance(event, AuthStart | AuthResponse):
-            raise RuntimeError("no AUTH exchange is pending")
-        self._pending = None
-        if reply is None or reply.is_positive:
-            self.authenticated = True
-            self._reply(reply or replies.AUTH_SUCCEEDED)
-            return
-        self.auth_failures += 1
-        if self.auth_failures >= self.max_auth_failures:
-            self._reply(replies.TOO_MANY_AUTH_FAILURES)
-            self._close(CloseReason.TOO_MANY_ERRORS)
-            return
-        self._reply(reply)
-
-    def _decide(self, event: DecisionEvent) -> DecisionEvent:
-        self._pending = event
-        return event
-
-    def _mail(self, arg: str | None) -> Event | Reply:
-        if self.require_tls and not self.tls_active:
-            return replies.TLS_REQUIRED
-        if self.auth_required and not self.authenticated:
-            return replies.AUTH_REQUIRED
+    def _mail(self, arg: str | None, raw: bytes) -> Event:
+        settings = self.settings
+        if settings.require_tls and not self.tls_active:
+            return self._error(replies.TLS_REQUIRED, raw)
+        if settings.auth_required and self.facts._authenticated_as is None:
+            return self._error(replies.AUTH_REQUIRED, raw)
         address, params = parse_path_and_params(
             arg,
             prefix="FROM:",
@@ -607,8 +500,9 @@ class SMTPMachine:
             if key == "SIZE":
                 if value is None or not value.isdigit() or not value.isascii() or len(value) > 20:
                     raise CommandSyntaxError(replies.syntax_error("SIZE needs a number"))
-                if self.max_message_size is not None and int(value) > self.max_message_size:
-                    return replies.MESSAGE_TOO_BIG
+                limit = settings.max_message_size
+                if limit is not None and int(value) > limit:
+                    return self._refused(replies.MESSAGE_TOO_BIG, raw)
             elif key == "BODY":
                 if (
                     value is None
@@ -616,18 +510,19 @@ class SMTPMachine:
                     or value.upper() not in ("7BIT", "8BITMIME")
                 ):
                     raise CommandSyntaxError(replies.syntax_error("BODY must be 7BIT or 8BITMIME"))
-            elif key == "SMTPUTF8" and self.smtputf8:
+            elif key == "SMTPUTF8" and settings.smtputf8:
                 if value is not None:
                     raise CommandSyntaxError(replies.syntax_error("SMTPUTF8 takes no value"))
                 smtputf8 = True
             else:
                 raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
         if not smtputf8 and not address.isascii():
-            return replies.NON_ASCII_ADDRESS
-        self.transaction_smtputf8 = smtputf8
+            return self._refused(replies.NON_ASCII_ADDRESS, raw)
         return self._decide(MailFrom(address, params))
 
-    def _rcpt(self, arg: str | None) -> Event | Reply:
+    def _rcpt(self, arg: str | None, raw: bytes) -> Event:
+        envelope = self.envelope
+        assert envelope is not None  # the sequence table lets RCPT through only in a transaction
         address, params = parse_path_and_params(
             arg,
             prefix="TO:",
@@ -637,36 +532,183 @@ class SMTPMachine:
         )
         if params:
             raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
-        if not self.transaction_smtputf8 and not address.isascii():
-            return replies.NON_ASCII_ADDRESS
-        if self.recipients >= self.max_recipients:
-            return replies.TOO_MANY_RECIPIENTS
-        return self._decide(RcptTo(address, params))
+        if not address.isascii() and not envelope.smtputf8:
+            return self._refused(replies.NON_ASCII_ADDRESS, raw)
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return self._refused(replies.TOO_MANY_RECIPIENTS, raw)
+        return self._decide(RcptTo(envelope, address, params))
 
-    def _data(self, arg: str | None) -> Event | None:
-        if arg is not None:
-            raise CommandSyntaxError(replies.syntax_error("DATA takes no argument"))
+    def _refused(self, reply: Reply, raw: bytes) -> Event:
+        """A limit or policy refusal of MAIL/RCPT (552, 452, 553): answered and reported, but
+        not a protocol error, so it does not count towards max_errors."""
+        self._reply(reply)
+        return CommandRejected(_excerpt(raw), reply)
+
+    def _data(self, arg: str | None, raw: bytes) -> Event | None:
+        self._no_argument("DATA", arg)
+        envelope = self.envelope
+        assert envelope is not None
         self._reply(replies.START_DATA)
         self.state = State.DATA
+        settings = self.settings
         self._body = BodyReader(
-            max_size=self.max_message_size,
-            max_line_length=self.max_line_length,
-            bare_line_endings=self.bare_line_endings,
+            max_size=settings.max_message_size,
+            max_line_length=settings.max_line_length,
+            bare_line_endings=settings.bare_line_endings,
         )
-        return MessageStart() if self.stream_body else None
+        return MessageStart(envelope) if self.stream_body else None
 
-    def _rset(self, arg: str | None) -> Event | None:
-        if arg is not None:
-            raise CommandSyntaxError(replies.syntax_error("RSET takes no argument"))
-        self._reset_transaction()
+    def _rset(self, arg: str | None, raw: bytes) -> Event | None:
+        self._no_argument("RSET", arg)
         self._reply(replies.RESET_OK)
-        return TransactionReset()
+        if self.envelope is None:
+            return None
+        self._end_transaction(TransactionOutcome.RESET)
+        ended, self._ended = self._ended, None
+        return ended
 
-    def _reset_transaction(self) -> None:
-        self.recipients = 0
-        self.transaction_smtputf8 = False
-        if self.state in (State.MAIL, State.RCPT):
-            self.state = State.READY
+    def _noop(self, arg: str | None, raw: bytes) -> None:
+        self._reply(replies.NOOP_OK)
+
+    def _help(self, arg: str | None, raw: bytes) -> None:
+        self._reply(_HELP)
+
+    def _quit(self, arg: str | None, raw: bytes) -> Event | None:
+        if arg is not None:
+            return self._error(replies.syntax_error("QUIT takes no argument"), raw)
+        self._reply(replies.QUIT_OK)
+        self._close(CloseReason.QUIT)
+        return None
+
+    def _vrfy(self, arg: str | None, raw: bytes) -> Event:
+        if arg is None:
+            return self._error(replies.syntax_error("VRFY requires an argument"), raw)
+        return self._decide(Verify(arg))
+
+    # ---- STARTTLS (RFC 3207) ---------------------------------------------------------------
+
+    def _starttls(self, arg: str | None, raw: bytes) -> Event:
+        if not self.settings.starttls and not self.tls_active:
+            return self._error(replies.NOT_IMPLEMENTED, raw)
+        if arg is not None:
+            return self._error(replies.syntax_error("STARTTLS takes no argument"), raw)
+        if self.tls_active:
+            return self._error(replies.TLS_ALREADY_ACTIVE, raw)
+        self._reply(replies.READY_FOR_TLS)
+        # Whatever the client sent after STARTTLS in plaintext is discarded, never executed
+        # inside the TLS session (CVE-2011-0411 class; aiosmtpd CVE-2024-34083).
+        discarded = len(self._buf) - self._pos
+        self._buf = bytearray()
+        self._pos = 0
+        self.state = State.TLS_HANDSHAKE
+        return StartTLS(discarded)
+
+    def tls_established(self, info: TLSInfo) -> None:
+        """The TLS handshake succeeded: after STARTTLS the session starts afresh (RFC 3207
+        §4.2: HELO/EHLO and any authentication are forgotten; the client sends EHLO again).
+        Called before the greeting, it records implicit TLS (RFC 8314)."""
+        facts = self.facts
+        if self.state is State.GREETING and not self._out:
+            facts._tls = info
+            return
+        if self.state is not State.TLS_HANDSHAKE:
+            raise RuntimeError("tls_established() without a STARTTLS")
+        self._buf = bytearray()
+        self._pos = 0
+        facts._tls = info
+        facts._helo_name = None
+        facts._extended = False
+        facts._authenticated_as = None
+        self.state = State.CONNECTED
+
+    # ---- AUTH (RFC 4954) -------------------------------------------------------------------
+
+    def _auth(self, arg: str | None, raw: bytes) -> Event | None:
+        settings = self.settings
+        if not settings.auth_mechanisms:
+            return self._error(replies.NOT_IMPLEMENTED, raw)
+        if not settings.auth_offered(self.tls_active):
+            return self._error(replies.ENCRYPTION_REQUIRED_FOR_AUTH, raw)
+        if not self.facts._extended:
+            return self._error(replies.NEED_EHLO_FOR_AUTH, raw)  # RFC 4954 §4: EHLO only
+        if self.facts._authenticated_as is not None:
+            return self._error(replies.ALREADY_AUTHENTICATED, raw)
+        if arg is None:
+            return self._error(replies.syntax_error("AUTH needs a mechanism"), raw)
+        name, _, initial = arg.partition(" ")
+        name = name.upper() if name.isascii() else name
+        mechanism = settings.mechanisms.get(name)
+        if mechanism is None:
+            return self._error(replies.UNKNOWN_AUTH_MECHANISM, raw)
+        response: bytes | None = None
+        if initial:
+            if " " in initial:
+                return self._error(replies.syntax_error("AUTH takes one initial response"), raw)
+            response = _b64decode(initial)
+            if response is None:
+                return self._error(replies.BAD_BASE64, raw)
+        self._exchange = mechanism.start()
+        self._auth_mechanism = name
+        self._auth_return = self.state
+        return self._auth_step(response, raw)
+
+    def _auth_line(self, raw: bytes) -> Event | None:
+        """A line inside an exchange: the client's answer to our last 334."""
+        self.state = self._auth_return
+        if len(raw) + 2 > MAX_AUTH_LINE:
+            self._exchange = None
+            return self._error(replies.LINE_TOO_LONG, raw)
+        if raw == b"*":
+            self._exchange = None
+            return self._error(replies.AUTH_CANCELLED, raw)
+        decoded = _b64decode(raw.decode("ascii", "replace"))
+        if decoded is None:
+            self._exchange = None
+            return self._error(replies.BAD_BASE64, raw)
+        return self._auth_step(decoded, raw)
+
+    def _auth_step(self, response: bytes | None, raw: bytes) -> Event | None:
+        exchange = self._exchange
+        assert exchange is not None
+        try:
+            outcome = exchange.step(response)
+        except SASLError as exc:
+            self._exchange = None
+            self._auth_refused(replies.BAD_SASL_RESPONSE)
+            excerpt = f"malformed {self._auth_mechanism} response: {exc}"
+            return CommandRejected(excerpt[: _EXCERPT * 2], replies.BAD_SASL_RESPONSE)
+        if isinstance(outcome, Challenge):
+            self._reply(Reply(334, None, binascii.b2a_base64(outcome.data, newline=False).decode()))
+            self.state = State.AUTH
+            return None
+        self._exchange = None
+        return self._decide(Authenticate(self._auth_mechanism, outcome))
+
+    def _auth_refused(self, reply: Reply) -> None:
+        """A failed attempt (535, 454, 501 for a malformed response): after
+        ``max_auth_failures`` of them the session ends with 421."""
+        self._auth_failures += 1
+        if self._auth_failures >= self.settings.max_auth_failures:
+            self._reply(replies.TOO_MANY_AUTH_FAILURES)
+            self._close(CloseReason.TOO_MANY_ERRORS)
+        else:
+            self._reply(reply)
+
+    def auth_result(self, identity: str | None) -> None:
+        """Answer :class:`Authenticate`: the identity the credentials prove (235), or None if
+        they are wrong (535 5.7.8)."""
+        if not isinstance(self._pending, Authenticate):
+            raise RuntimeError("no AUTH decision is pending")
+        if identity is not None and not isinstance(identity, str):
+            raise TypeError(f"an identity must be a str or None, not {type(identity).__name__}")
+        self._pending = None
+        if identity is None:
+            self._auth_refused(replies.AUTH_FAILED)
+            return
+        self.facts._authenticated_as = identity
+        self._reply(replies.AUTH_SUCCEEDED)
+
+    # ---- the message -----------------------------------------------------------------------
 
     def _read_body(self) -> Event | NeedData:
         body = self._body
@@ -675,17 +717,23 @@ class SMTPMachine:
         if held is not None:
             self._body_result = None
             return self._end_body(held)
-        pending = bytes(self._buf[self._pos :])
-        self._buf.clear()
-        self._pos = 0
-        result = body.feed(pending) if pending else None
+        buf = self._buf
+        pos = self._pos
+        if pos < len(buf):
+            pending = bytes(buf) if pos == 0 else bytes(buf[pos:])
+            self._buf = bytearray()
+            self._pos = 0
+            result = body.feed(pending)
+        else:
+            result = None
         if result is None:
             if self.stream_body:
                 chunk = body.take()
                 if chunk:
                     return MessageChunk(chunk)
             return NEED_DATA
-        self._buf += body.trailing
+        if body.trailing:
+            self._buf += body.trailing
         if self.stream_body and result.content:
             self._body_result = result  # hand out the last chunk first
             return MessageChunk(result.content)
@@ -694,73 +742,178 @@ class SMTPMachine:
     def _end_body(self, result: BodyResult) -> Event:
         self._body = None
         self.state = State.READY
-        self.recipients = 0
-        self.transaction_smtputf8 = False
+        envelope = self.envelope
+        assert envelope is not None
         if result.problem is None:
             if self.stream_body:
-                return self._decide(MessageEnd(result.size))
-            return self._decide(MessageReceived(result.content))
-        reply = {
-            BodyProblem.TOO_BIG: replies.MESSAGE_TOO_BIG,
-            BodyProblem.LINE_TOO_LONG: replies.TEXT_LINE_TOO_LONG,
-            BodyProblem.BARE_LINE_ENDING: replies.BARE_LINE_ENDING_IN_DATA,
-        }[result.problem]
+                return self._decide(MessageEnd(envelope, result.size))
+            return self._decide(MessageReceived(envelope, result.content))
+        reply = _BODY_REPLIES[result.problem]
         self._reply(reply)
-        return MessageRefused(result.problem, result.size, reply)
+        self._end_transaction(TransactionOutcome.REFUSED, reply, result.size)
+        ended, self._ended = self._ended, None
+        assert ended is not None
+        return ended
 
-    # ---- decisions -----------------------------------------------------------------------
+    # ---- decisions -------------------------------------------------------------------------
+
+    def _decide(self, event: DecisionEvent) -> DecisionEvent:
+        self._pending = event
+        return event
+
+    @property
+    def pending(self) -> DecisionEvent | None:
+        """The decision waiting for an answer, if any."""
+        return self._pending
+
+    def _checked(self, event: DecisionEvent, reply: Reply) -> Reply:
+        """The handler's reply, checked against what the decision allows and completed with
+        an enhanced status code (ENHANCEDSTATUSCODES is always advertised)."""
+        if not isinstance(reply, Reply):
+            raise TypeError(f"an answer must be a Reply or None, not {type(reply).__name__}")
+        allowed, positive_default, refusal_default = _ANSWERS[type(event)]
+        if reply.is_positive:
+            if reply.code not in allowed:
+                accepted = "/".join(map(str, sorted(allowed))) or "None (accept)"
+                raise ValueError(
+                    f"{reply.code} is not an answer to {_WHAT[type(event)]}: accept with "
+                    f"{accepted}, or refuse with a 4xx/5xx reply"
+                )
+            if reply.enhanced is None and positive_default is not None:
+                return Reply(reply.code, positive_default, reply.text, reply.more)
+        elif reply.enhanced is None and refusal_default is not None:
+            enhanced = f"{reply.code // 100}.{refusal_default}"
+            return Reply(reply.code, enhanced, reply.text, reply.more)
+        return reply
 
     def respond(self, reply: Reply | None = None) -> None:
-        """Answer the pending decision event: None accepts with the standard reply; a 4xx or 5xx
-        reply refuses (the state does not move); a positive reply accepts with that text.
-        (AUTH events are answered with :meth:`auth_challenge` / :meth:`auth_finish`.)"""
+        """Answer the pending decision: None accepts with the standard reply; a 4xx/5xx reply
+        refuses (a 421 also closes the session, RFC 5321 §3.8); a positive reply accepts with
+        that text if the decision allows its code.
+
+        Raises TypeError or ValueError (and the decision stays pending) if ``reply`` is not an
+        answer this decision allows: a 354 to RCPT, any positive reply to HELO, a 220 to MAIL.
+        """
         event = self._pending
         if event is None:
             raise RuntimeError("no decision is pending")
-        if isinstance(event, AuthStart | AuthResponse):
-            raise RuntimeError("answer AUTH with auth_challenge() or auth_finish()")
+        if reply is not None:
+            reply = self._checked(event, reply)
+        elif type(event) is Authenticate:
+            raise RuntimeError("answer Authenticate with auth_result(identity)")
         self._pending = None
-        accepted = reply is None or reply.is_positive
-        if isinstance(event, Hello):
-            if reply is None or reply.is_positive:
-                self._reset_transaction()
-                self.state = State.READY
-                self.extended = event.extended
-                reply = self._ehlo_reply() if event.extended else Reply(250, None, self.hostname)
-        elif isinstance(event, MailFrom):
-            if accepted:
-                self.state = State.MAIL
-            else:
-                self.transaction_smtputf8 = False
-            reply = reply or replies.SENDER_OK
-        elif isinstance(event, RcptTo):
-            if accepted:
-                self.state = State.RCPT
-                self.recipients += 1
-            reply = reply or replies.RECIPIENT_OK
-        elif isinstance(event, MessageReceived | MessageEnd):
-            reply = reply or replies.MESSAGE_ACCEPTED
+        _RESPONDERS[type(event)](self, event, reply)
+        if reply is not None and reply.code == 421 and self.state is not State.CLOSED:
+            self._close(CloseReason.REFUSED)
+
+    def fail(self) -> None:
+        """The handler could not decide (it raised, or answered nonsense): answer the pending
+        decision with a temporary failure (451 4.3.0; 454 4.7.0 for AUTH; a 421 greeting,
+        which closes)."""
+        event = self._pending
+        if event is None:
+            raise RuntimeError("no decision is pending")
+        if type(event) is Connect:
+            self.respond(replies.GREETING_FAILED)
+        elif type(event) is Authenticate:
+            self._pending = None
+            self._auth_refused(replies.AUTH_TEMPORARY_FAILURE)
         else:
-            reply = reply or replies.VRFY_CANNOT
+            self.respond(replies.HANDLER_FAILED)
+
+    def _answer_connect(self, event: DecisionEvent, reply: Reply | None) -> None:
+        # RFC 5321 §3.1: a greeting is 220, 554 (only QUIT is served after it) or 421 (closes).
+        if reply is None:
+            reply = self.settings.greeting
+        elif not reply.is_positive and reply.code not in (421, 554):
+            reply = Reply(421 if reply.code < 500 else 554, reply.enhanced, reply.text, reply.more)
+        self._reply(reply)
+        if reply.code == 421:
+            self._close(CloseReason.REFUSED)
+        else:
+            self.state = State.CONNECTED if reply.code == 220 else State.REFUSED
+
+    def _answer_hello(self, event: DecisionEvent, reply: Reply | None) -> None:
+        assert isinstance(event, Hello)
+        if reply is None:
+            if self.envelope is not None:
+                self._end_transaction(TransactionOutcome.RESET)
+            facts = self.facts
+            facts._helo_name = event.name
+            facts._extended = event.extended
+            self.state = State.READY
+            settings = self.settings
+            reply = settings.ehlo_reply(self.tls_active) if event.extended else settings.helo_reply
         self._reply(reply)
 
-    def ehlo_keywords(self) -> list[str]:
-        """The extensions advertised in the EHLO reply."""
-        keywords = []
-        if self.max_message_size is not None:
-            keywords.append(f"SIZE {self.max_message_size}")
-        else:
-            keywords.append("SIZE")
-        keywords.append("8BITMIME")
-        if self.smtputf8:
-            keywords.append("SMTPUTF8")
-        keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
-        if self.starttls and not self.tls_active:
-            keywords.append("STARTTLS")
-        if self.auth_offered:
-            keywords.append("AUTH " + " ".join(self.auth_mechanisms))
-        keywords.append("HELP")
-        return keywords
+    def _answer_mail(self, event: DecisionEvent, reply: Reply | None) -> None:
+        assert isinstance(event, MailFrom)
+        if reply is None or reply.is_positive:
+            self._transactions += 1
+            self.envelope = Envelope(
+                f"{self._session_id}-{self._transactions}", event.address, event.params
+            )
+            self.state = State.MAIL
+        self._reply(reply or replies.SENDER_OK)
 
-    def _ehlo_reply(self) -> Reply:
-        return _ehlo(self.hostname, tuple(self.ehlo_keywords()))
+    def _answer_rcpt(self, event: DecisionEvent, reply: Reply | None) -> None:
+        assert isinstance(event, RcptTo)
+        if reply is None or reply.is_positive:
+            e = event.envelope
+            self.envelope = Envelope(
+                e.id,
+                e.mail_from,
+                e.mail_params,
+                (*e.rcpt_tos, event.address),
+                (*e.rcpt_params, event.params),
+            )
+            self.state = State.RCPT
+        self._reply(reply or replies.RECIPIENT_OK)
+
+    def _answer_message(self, event: DecisionEvent, reply: Reply | None) -> None:
+        assert isinstance(event, MessageReceived | MessageEnd)
+        size = event.size if isinstance(event, MessageEnd) else len(event.content)
+        if reply is None or reply.is_positive:
+            reply = reply or replies.MESSAGE_ACCEPTED
+            self.facts._messages_accepted += 1
+            outcome = TransactionOutcome.ACCEPTED
+        else:
+            outcome = TransactionOutcome.REFUSED
+        self._reply(reply)
+        self._end_transaction(outcome, reply, size)
+
+    def _answer_verify(self, event: DecisionEvent, reply: Reply | None) -> None:
+        self._reply(reply or replies.VRFY_CANNOT)
+
+    def _answer_auth(self, event: DecisionEvent, reply: Reply | None) -> None:
+        assert reply is not None  # _checked lets only refusals through
+        self._auth_refused(reply)
+
+
+_VERBS: Final[dict[str, _Verb]] = {
+    "HELO": SMTPMachine._helo,
+    "EHLO": SMTPMachine._ehlo,
+    "MAIL": SMTPMachine._mail,
+    "RCPT": SMTPMachine._rcpt,
+    "DATA": SMTPMachine._data,
+    "RSET": SMTPMachine._rset,
+    "NOOP": SMTPMachine._noop,
+    "QUIT": SMTPMachine._quit,
+    "VRFY": SMTPMachine._vrfy,
+    "HELP": SMTPMachine._help,
+    "STARTTLS": SMTPMachine._starttls,
+    "AUTH": SMTPMachine._auth,
+}
+
+_RESPONDERS: Final[
+    Mapping[type[DecisionEvent], Callable[[SMTPMachine, DecisionEvent, Reply | None], None]]
+] = {
+    Connect: SMTPMachine._answer_connect,
+    Hello: SMTPMachine._answer_hello,
+    MailFrom: SMTPMachine._answer_mail,
+    RcptTo: SMTPMachine._answer_rcpt,
+    MessageReceived: SMTPMachine._answer_message,
+    MessageEnd: SMTPMachine._answer_message,
+    Verify: SMTPMachine._answer_verify,
+    Authenticate: SMTPMachine._answer_auth,
+}

@@ -107,6 +107,7 @@ SERVICE_SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down, closi
 TOO_MANY_CONNECTIONS: Final = Reply(421, "4.3.2", "Too many connections, try again later")
 TOO_MANY_ERRORS: Final = Reply(421, "4.7.0", "Too many errors, closing connection")
 HANDLER_FAILED: Final = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
+GREETING_FAILED: Final = Reply(421, "4.3.0", "Local error in processing, closing connection")
 TOO_MANY_RECIPIENTS: Final = Reply(452, "4.5.3", "Too many recipients")
 
 UNKNOWN_COMMAND: Final = Reply(500, "5.5.2", "Syntax error, command unrecognized")

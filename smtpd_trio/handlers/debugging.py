@@ -7,19 +7,20 @@ import sys
 from typing import TextIO, final
 
 from smtpd_trio._smtp.replies import Reply
-from smtpd_trio.handler import Envelope, Session
+from smtpd_trio.handler import Handler, Message, Session
 
 
 @final
-class Debugging:
+class Debugging(Handler):
     """Prints every accepted message to ``stream`` (stdout by default)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
         out = self._stream or sys.stdout
-        content = envelope.message_with_trace()
+        envelope = message.envelope
+        content = message.with_trace()
         header = [
             "---------- MESSAGE FOLLOWS ----------",
             f"X-Connection-Id: {session.id}",
@@ -31,7 +32,7 @@ class Debugging:
             f"X-Helo: {session.helo_name}",
             f"X-Mail-From: <{envelope.mail_from}>",
             f"X-Rcpt-To: {', '.join(f'<{r}>' for r in envelope.rcpt_tos)}",
-            f"X-Size: {len(envelope.content or b'')}",
+            f"X-Size: {len(message.content)}",
             "",
         ]
         text = content.decode("utf-8", "replace").replace("\r\n", "\n")

@@ -20,7 +20,7 @@ from typing import final
 import trio
 
 from smtpd_trio._smtp.replies import Reply
-from smtpd_trio.handler import Envelope, Session
+from smtpd_trio.handler import Handler, Message, Session
 
 log = logging.getLogger("smtpd_trio.handlers.maildir")
 _counter = itertools.count(1)
@@ -35,7 +35,7 @@ def _unique_name() -> str:
 
 
 @final
-class Maildir:
+class Maildir(Handler):
     """Delivers every accepted message into the Maildir at ``path`` (created if missing)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -68,8 +68,9 @@ class Maildir:
             os.close(dir_fd)
         return new
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        data = envelope.message_with_trace()
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        data = message.with_trace()
+        envelope = message.envelope
         try:
             # The write is not interrupted half-way: it finishes under a shield, and if we were
             # cancelled meanwhile (shutdown deadline), the file is removed again, since the

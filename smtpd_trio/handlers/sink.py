@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import final
 
+from smtpd_trio.handler import Handler
+
 
 @final
-class Sink:
+class Sink(Handler):
     """Accepts everything, stores nothing. It defines no callbacks, so it costs nothing."""

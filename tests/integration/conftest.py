@@ -16,7 +16,7 @@ import attrs
 import pytest
 import trio
 
-from smtpd_trio import Config, Envelope, Handler, Reject, Reply, Session, serve_smtp
+from smtpd_trio import Config, Envelope, Handler, Message, Reject, Reply, Session, serve_smtp
 
 #: How long one client program may run before the test fails.
 CLIENT_DEADLINE = 20.0
@@ -81,9 +81,8 @@ class Recorder(Handler):
             raise Reject(550, "5.1.1", "No such user here")
         return None
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        assert envelope.content is not None
-        assert envelope.received_header is not None
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
+        envelope = message.envelope
         self.sessions.add(session.id)
         self.deliveries.append(
             Delivery(
@@ -92,15 +91,17 @@ class Recorder(Handler):
                 helo_name=session.helo_name,
                 mail_from=envelope.mail_from,
                 mail_params=dict(envelope.mail_params),
-                rcpt_tos=tuple(envelope.rcpt_tos),
-                content=envelope.content,
-                received_header=envelope.received_header,
+                rcpt_tos=envelope.rcpt_tos,
+                content=message.content,
+                received_header=message.received_header,
             )
         )
         return None
 
 
-async def start_server(nursery: trio.Nursery, handler: object, config: Config | None = None) -> int:
+async def start_server(
+    nursery: trio.Nursery, handler: Handler, config: Config | None = None
+) -> int:
     """Serve ``handler`` on 127.0.0.1 at a free port, in ``nursery``; return the port."""
     config = config or Config(hostname="mx.test")
     listeners = await nursery.start(

@@ -12,13 +12,14 @@ address (``CLIENT_HOST``) so the real client address differs from the proxy's (1
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import socket
 import ssl
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ import attrs
 import pytest
 import trio
 
-from smtpd_trio import Endpoint, Envelope, Handler, Reply, Session
+from smtpd_trio import Endpoint, Handler, Message, Reply, Session
 from smtpd_trio.proxy import ProxyCommand, ProxyInfo
 
 #: Where the proxies listen and where they reach our server.
@@ -102,17 +103,15 @@ class ProxyRecorder(Handler):
         while len(self.health_checks()) < count:
             await self._new_connection.wait()
 
-    async def on_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        assert envelope.received_header is not None
-        assert envelope.content is not None
+    async def on_data(self, session: Session, message: Message) -> Reply | None:
         self.deliveries.append(
             Delivered(
                 client=session.client,
                 peer=session.peer,
                 proxy=session.proxy,
                 helo_name=session.helo_name,
-                received_header=envelope.received_header,
-                content=envelope.content,
+                received_header=message.received_header,
+                content=message.content,
             )
         )
         return None
@@ -300,3 +299,43 @@ def connect_and_reset(port: int, host: str = PROXY_HOST) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.connect((host, port))
+
+
+class DisposalWatcher(logging.Handler):
+    """Counts the server's lines about connections it let go unserved: reset before they were
+    served (DEBUG), or refused at the PROXY stage, and lets a test wait for a number of them.
+    Records are emitted in the server's tasks, in the test's own Trio run, so setting a Trio
+    event from here is safe."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._changed = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "peer went away before it was served" in message or " refused " in message:
+            self.lines.append(message)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        """Return once ``count`` connections were let go (fails after 10 s)."""
+        with trio.fail_after(10):
+            while len(self.lines) < count:
+                await self._changed.wait()
+
+
+@contextmanager
+def watching_disposals() -> Iterator[DisposalWatcher]:
+    """A :class:`DisposalWatcher` on the server's logger, at DEBUG, for the ``with`` block."""
+    logger = logging.getLogger("smtpd_trio.server")
+    watcher = DisposalWatcher()
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(watcher)
+    try:
+        yield watcher
+    finally:
+        logger.removeHandler(watcher)
+        logger.setLevel(level)

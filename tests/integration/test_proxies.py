@@ -13,14 +13,15 @@ import functools
 import ipaddress
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trustme
 
-from smtpd_trio import Config, serve_smtp
+from smtpd_trio import Config, Handler, serve_smtp
 from smtpd_trio.proxy import ProxyCommand, ProxyFamily, ProxyTransport, SSLClientFlags
 
 from .conftest import require_program
@@ -37,6 +38,7 @@ from .proxy_fixtures import (
     in_thread,
     nginx_has_static_stream,
     running_proxy,
+    watching_disposals,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,7 +64,7 @@ def nginx() -> str:
 
 async def start_server(
     nursery: trio.Nursery,
-    handler: object,
+    handler: Handler,
     *,
     trusted_proxies: Sequence[str] = ("127.0.0.0/8",),
 ) -> int:
@@ -99,47 +101,54 @@ backend smtpd_trio
 """
 
 
-async def run_haproxy_test(
-    haproxy: str,
-    tmp_path: Path,
-    *,
-    bind: str,
-    server_port: int,
-    server_options: str,
-    backend_options: str = "",
-) -> tuple[Path, int, list[str]]:
-    """Write an HAProxy configuration; return (config path, frontend port, argv)."""
-    port = free_port()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        HAPROXY_CONFIG.format(
-            bind=bind.format(port=port),
-            server_port=server_port,
-            server_options=server_options,
-            backend_options=backend_options,
+HAProxyFront = Callable[..., AbstractAsyncContextManager[int]]
+
+
+@pytest.fixture
+def haproxy_front(haproxy: str, tmp_path: Path) -> HAProxyFront:
+    """``async with haproxy_front(server_port, server_options=..., bind=..., backend_options=...)
+    as port``: HAProxy (configuration checked first) in front of our server at
+    ``server_port``, listening on ``port`` until the block ends."""
+
+    @asynccontextmanager
+    async def front(
+        server_port: int,
+        *,
+        server_options: str,
+        bind: str = f"{PROXY_HOST}:{{port}}",
+        backend_options: str = "",
+    ) -> AsyncIterator[int]:
+        port = free_port()
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(
+            HAPROXY_CONFIG.format(
+                bind=bind.format(port=port),
+                server_port=server_port,
+                server_options=server_options,
+                backend_options=backend_options,
+            )
         )
-    )
-    check = await trio.run_process(
-        [haproxy, "-c", "-f", str(config)], capture_stdout=True, capture_stderr=True, check=False
-    )
-    assert check.returncode == 0, (check.stdout + check.stderr).decode("utf-8", "replace")
-    return config, port, [haproxy, "-db", "-f", str(config)]
+        check = await trio.run_process(
+            [haproxy, "-c", "-f", str(config)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert check.returncode == 0, (check.stdout + check.stderr).decode("utf-8", "replace")
+        argv = [haproxy, "-db", "-f", str(config)]
+        async with running_proxy(argv, port=port, log_path=tmp_path / "haproxy.log"):
+            yield port
+
+    return front
 
 
 @pytest.mark.parametrize(("option", "version"), [("send-proxy", 1), ("send-proxy-v2", 2)])
 async def test_haproxy_send_proxy(
-    nursery: trio.Nursery, tmp_path: Path, haproxy: str, option: str, version: int
+    nursery: trio.Nursery, tmp_path: Path, haproxy_front: HAProxyFront, option: str, version: int
 ) -> None:
     handler = ProxyRecorder()
     server_port = await start_server(nursery, handler)
-    _config, port, argv = await run_haproxy_test(
-        haproxy,
-        tmp_path,
-        bind=f"{PROXY_HOST}:{{port}}",
-        server_port=server_port,
-        server_options=option,
-    )
-    async with running_proxy(argv, port=port, log_path=tmp_path / "haproxy.log"):
+    async with haproxy_front(server_port, server_options=option) as port:
         await in_thread(lambda: deliver_plain(port))
 
     [delivery] = handler.deliveries
@@ -163,7 +172,7 @@ async def test_haproxy_send_proxy(
 
 
 async def test_haproxy_v2_tlvs_behind_tls_frontend(
-    nursery: trio.Nursery, tmp_path: Path, haproxy: str
+    nursery: trio.Nursery, tmp_path: Path, haproxy_front: HAProxyFront
 ) -> None:
     ca = trustme.CA()
     leaf = ca.issue_cert(SNI_NAME)
@@ -174,14 +183,11 @@ async def test_haproxy_v2_tlvs_behind_tls_frontend(
 
     handler = ProxyRecorder()
     server_port = await start_server(nursery, handler)
-    _config, port, argv = await run_haproxy_test(
-        haproxy,
-        tmp_path,
+    async with haproxy_front(
+        server_port,
         bind=f"{PROXY_HOST}:{{port}} ssl crt {pem}",
-        server_port=server_port,
         server_options="send-proxy-v2 proxy-v2-options crc32c,unique-id,authority,ssl,ssl-cipher",
-    )
-    async with running_proxy(argv, port=port, log_path=tmp_path / "haproxy.log"):
+    ) as port:
         negotiated = await in_thread(lambda: deliver_tls(port, sni=SNI_NAME, context=context))
 
     [delivery] = handler.deliveries
@@ -211,19 +217,15 @@ async def test_haproxy_v2_tlvs_behind_tls_frontend(
 
 
 async def test_haproxy_health_checks_send_v2_local(
-    nursery: trio.Nursery, tmp_path: Path, haproxy: str
+    nursery: trio.Nursery, tmp_path: Path, haproxy_front: HAProxyFront
 ) -> None:
     handler = ProxyRecorder()
     server_port = await start_server(nursery, handler)
-    _config, port, argv = await run_haproxy_test(
-        haproxy,
-        tmp_path,
-        bind=f"{PROXY_HOST}:{{port}}",
-        server_port=server_port,
+    async with haproxy_front(
+        server_port,
         server_options="send-proxy-v2 check inter 200ms fall 1 rise 1",
         backend_options="option smtpchk EHLO lb.test",
-    )
-    async with running_proxy(argv, port=port, log_path=tmp_path / "haproxy.log"):
+    ) as port:
         with trio.fail_after(5):
             await handler.wait_for_health_checks(2)
         # The server is still serving: real mail goes through between checks.
@@ -244,20 +246,13 @@ async def test_haproxy_health_checks_send_v2_local(
 async def test_haproxy_outside_the_allowlist_is_refused(
     nursery: trio.Nursery,
     tmp_path: Path,
-    haproxy: str,
+    haproxy_front: HAProxyFront,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="smtpd_trio")
     handler = ProxyRecorder()
     server_port = await start_server(nursery, handler, trusted_proxies=["10.0.0.0/8"])
-    _config, port, argv = await run_haproxy_test(
-        haproxy,
-        tmp_path,
-        bind=f"{PROXY_HOST}:{{port}}",
-        server_port=server_port,
-        server_options="send-proxy-v2",
-    )
-    async with running_proxy(argv, port=port, log_path=tmp_path / "haproxy.log"):
+    async with haproxy_front(server_port, server_options="send-proxy-v2") as port:
         outcome = await in_thread(lambda: connect_only(port))
 
     assert outcome in ("SMTPServerDisconnected", "ConnectionResetError")
@@ -295,28 +290,26 @@ async def test_reset_connection_from_trusted_network_is_not_a_trust_warning(
     handler = ProxyRecorder()
     server_port = await start_server(nursery, handler)
 
-    connect_and_reset(server_port)
-    await trio.sleep(0.5)  # let the server accept and dispose of it
+    with watching_disposals() as watcher:
+        connect_and_reset(server_port)
+        await watcher.wait_for(1)  # the server let it go
 
     assert handler.connections == []
     assert trust_warnings(caplog) == []
 
 
 async def test_haproxy_plain_tcp_checks_are_not_trust_warnings(
-    nursery: trio.Nursery, tmp_path: Path, haproxy: str, caplog: pytest.LogCaptureFixture
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    haproxy_front: HAProxyFront,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="smtpd_trio")
+    caplog.set_level(logging.DEBUG, logger="smtpd_trio")
     handler = ProxyRecorder()
     server_port = await start_server(nursery, handler)
-    _config, port, argv = await run_haproxy_test(
-        haproxy,
-        tmp_path,
-        bind=f"{PROXY_HOST}:{{port}}",
-        server_port=server_port,
-        server_options="send-proxy-v2 check inter 100ms",
-    )
-    async with running_proxy(argv, port=port, log_path=tmp_path / "haproxy.log"):
-        await trio.sleep(1.5)  # about fifteen checks
+    with watching_disposals() as watcher:
+        async with haproxy_front(server_port, server_options="send-proxy-v2 check inter 100ms"):
+            await watcher.wait_for(10)  # ten checks came and went
 
     assert trust_warnings(caplog) == []
 

@@ -1,0 +1,68 @@
+"""What the protocol has established about a connection: one record, written by the machine.
+
+:class:`SessionFacts` is the single source of truth for the facts the SMTP conversation
+establishes (the HELO/EHLO name, TLS, the authenticated identity, messages accepted). The state
+machine writes them; everyone else reads them. The handler-facing
+:class:`smtpd_trio.Session` *is* a ``SessionFacts`` (a subclass adding the connection's
+endpoints and the handler's state), so there is nothing to copy and nothing to keep in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, final
+
+import attrs
+
+__all__ = ["SessionFacts", "TLSInfo"]
+
+
+@final
+@attrs.frozen
+class TLSInfo:
+    """What was negotiated when the session is under TLS."""
+
+    version: str
+    cipher: str
+    #: The SNI name the client asked for, if any.
+    server_name: str | None = None
+    #: The client certificate (as ``ssl.SSLSocket.getpeercert()`` gives it), when verified.
+    peer_certificate: Mapping[str, Any] | None = None
+
+
+@attrs.define(slots=True, eq=False, kw_only=True, repr=False)
+class SessionFacts:
+    """The protocol facts of one session. Read them through the properties; only the state
+    machine changes them (the constructor arguments exist for tests and tools that build a
+    session by hand)."""
+
+    _helo_name: str | None = None
+    _extended: bool = False
+    _tls: TLSInfo | None = None
+    _authenticated_as: str | None = None
+    _messages_accepted: int = 0
+
+    @property
+    def helo_name(self) -> str | None:
+        """The HELO/EHLO name, once accepted (forgotten again after STARTTLS)."""
+        return self._helo_name
+
+    @property
+    def extended(self) -> bool:
+        """True once EHLO (rather than HELO) was accepted."""
+        return self._extended
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """TLS facts while the session is under TLS (implicit TLS, or after STARTTLS)."""
+        return self._tls
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The identity SMTP AUTH established, if any (forgotten after STARTTLS)."""
+        return self._authenticated_as
+
+    @property
+    def messages_accepted(self) -> int:
+        """Messages acknowledged with 250 in this session."""
+        return self._messages_accepted

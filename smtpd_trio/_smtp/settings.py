@@ -1,0 +1,97 @@
+"""The protocol settings of an SMTP machine: one frozen value, built once per server.
+
+:class:`smtpd_trio.Config` validates what a user gives and builds an :class:`SMTPSettings`
+from it once; every connection's machine shares it. The replies that depend only on the
+settings (the greeting, the HELO and EHLO answers) are built here, once, too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final, final
+
+import attrs
+
+from .body import BareLineEndings
+from .replies import Reply
+from .sasl import Mechanism
+
+__all__ = ["DEFAULT_MAX_COMMAND_LINE", "SMTPSettings"]
+
+#: RFC 5321 §4.5.3.1.4: 512 octets with CRLF, plus what extensions allow: SIZE (RFC 1870, 26),
+#: BODY=8BITMIME (RFC 6152, 14) and SMTPUTF8 (RFC 6531, 10).
+DEFAULT_MAX_COMMAND_LINE: Final = 512 + 26 + 14 + 10
+
+
+def _mechanisms(value: Iterable[Mechanism]) -> tuple[Mechanism, ...]:
+    return tuple(value)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class SMTPSettings:
+    """What one server's sessions are allowed and offered. See :class:`smtpd_trio.Config` for
+    the meaning of each field (the names are the same)."""
+
+    hostname: str = "localhost"
+    banner: str = "ESMTP smtpd-trio ready"
+    max_message_size: int | None = 10_240_000
+    max_recipients: int = 1000
+    max_command_line: int = DEFAULT_MAX_COMMAND_LINE
+    max_line_length: int | None = 1000
+    max_errors: int = 20
+    #: Converted, so the text ``"reject"`` means REJECT (a plain string never compares ``is``).
+    bare_line_endings: BareLineEndings = attrs.field(
+        default=BareLineEndings.REJECT, converter=BareLineEndings
+    )
+    smtputf8: bool = True
+    #: STARTTLS is offered (the I/O layer has a TLS context).
+    starttls: bool = False
+    require_tls: bool = False
+    #: The SASL mechanisms offered, in order; empty means AUTH is not offered.
+    auth_mechanisms: tuple[Mechanism, ...] = attrs.field(default=(), converter=_mechanisms)
+    auth_over_plaintext: bool = False
+    auth_required: bool = False
+    max_auth_failures: int = 3
+
+    # Derived once from the fields above.
+    mechanisms: Mapping[str, Mechanism] = attrs.field(init=False, repr=False, eq=False)
+    greeting: Reply = attrs.field(init=False, repr=False, eq=False)
+    helo_reply: Reply = attrs.field(init=False, repr=False, eq=False)
+    _ehlo_plain: Reply = attrs.field(init=False, repr=False, eq=False)
+    _ehlo_tls: Reply = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        mechanisms = {m.name.upper(): m for m in self.auth_mechanisms}
+        if len(mechanisms) != len(self.auth_mechanisms):
+            raise ValueError(f"duplicate SASL mechanism names: {list(mechanisms)}")
+        derived = {
+            "mechanisms": mechanisms,
+            "greeting": Reply(220, None, f"{self.hostname} {self.banner}"),
+            "helo_reply": Reply(250, None, self.hostname),
+            "_ehlo_plain": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(False))),
+            "_ehlo_tls": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(True))),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    def auth_offered(self, tls_active: bool) -> bool:
+        """AUTH is offered under TLS, or without it when ``auth_over_plaintext``."""
+        return bool(self.auth_mechanisms) and (tls_active or self.auth_over_plaintext)
+
+    def ehlo_keywords(self, tls_active: bool) -> list[str]:
+        """The extensions advertised in the EHLO reply."""
+        keywords = [f"SIZE {self.max_message_size}" if self.max_message_size else "SIZE"]
+        keywords.append("8BITMIME")
+        if self.smtputf8:
+            keywords.append("SMTPUTF8")
+        keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
+        if self.starttls and not tls_active:
+            keywords.append("STARTTLS")
+        if self.auth_offered(tls_active):
+            keywords.append("AUTH " + " ".join(m.name.upper() for m in self.auth_mechanisms))
+        keywords.append("HELP")
+        return keywords
+
+    def ehlo_reply(self, tls_active: bool) -> Reply:
+        return self._ehlo_tls if tls_active else self._ehlo_plain

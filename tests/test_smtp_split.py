@@ -1,0 +1,167 @@
+"""Split invariance of the whole machine: however the client's bytes are cut into reads (whole,
+at arbitrary points, or one byte at a time), the machine hands out the same events and sends
+the same bytes. Covers commands, pipelining, AUTH exchanges, message text (whole and
+streamed), bare CR/LF, over-long command and text lines, limits and the error limit.
+
+STARTTLS is left out on purpose: what the client pipelines after it in plaintext is discarded,
+and how much of it arrived before the handshake depends on the reads (by design).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from machine_driver import Run, authenticate, bytewise, new_run
+
+from smtpd_trio._smtp.body import BareLineEndings
+from smtpd_trio._smtp.events import (
+    NEED_DATA,
+    Authenticate,
+    Closed,
+    DecisionEvent,
+    Event,
+    MessageChunk,
+    RcptTo,
+    TransactionEnded,
+)
+from smtpd_trio._smtp.replies import Reply
+from smtpd_trio._smtp.sasl import Login, Plain
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+FRAGMENTS = [
+    b"EHLO c.example\r\n",
+    b"HELO c.example\r\n",
+    b"MAIL FROM:<a@b.example>\r\n",
+    b"MAIL FROM:<a@b.example> SIZE=100 BODY=8BITMIME\r\n",
+    b"MAIL FROM:<> SMTPUTF8\r\n",
+    b"RCPT TO:<c@d.example>\r\n",
+    b"RCPT TO:<no@d.example>\r\n",
+    "RCPT TO:<\u00fc@d.example>\r\n".encode(),
+    b"DATA\r\n",
+    b"Subject: s\r\n\r\n..dotted\r\nbody\r\n.\r\n",
+    b"bare\nLF and bare\rCR\r\n.\r\n",
+    b"x" * 150 + b"\r\n.\r\n",  # a text line over the 100-octet limit
+    b"y" * 90 + b"\r\n" + b"z" * 90 + b"\r\n" + b"w" * 90 + b"\r\n.\r\n",  # over 200 octets
+    b"\r\n.\r\n",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"VRFY someone\r\n",
+    b"HELP\r\n",
+    b"AUTH PLAIN " + b64(b"\0user\0right") + b"\r\n",
+    b"AUTH PLAIN " + b64(b"\0user\0wrong") + b"\r\n",
+    b"AUTH PLAIN\r\n",
+    b64(b"\0user\0right") + b"\r\n",
+    b"AUTH LOGIN\r\n",
+    b64(b"user") + b"\r\n",
+    b64(b"right") + b"\r\n",
+    b"*\r\n",
+    b"!!notbase64\r\n",
+    b"AUTH PLAIN =\r\n",
+    b"NOOP " + b"q" * 700 + b"\r\n",  # a command line over the limit
+    b"MAIL FROM:<a@b.example>\nRCPT TO:<c@d.example>\r\n",  # a bare LF inside a command
+    b"\xff\xfe\r\n",
+    b"FROB\r\n",
+    b"QUIT\r\n",
+]
+
+
+BODIES = [f for f in FRAGMENTS if f.endswith(b"\r\n.\r\n")]
+START = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+AUTH_LOGIN = b"AUTH LOGIN\r\n" + b64(b"user") + b"\r\n" + b64(b"right") + b"\r\n"
+
+#: Items of client input: single fragments, or whole transactions (so messages and complete
+#: AUTH exchanges are common, not a lucky draw).
+ITEMS = st.one_of(
+    st.sampled_from(FRAGMENTS),
+    st.sampled_from(BODIES).map(lambda body: START + body),
+    st.just(b"EHLO c.example\r\n" + AUTH_LOGIN),
+)
+
+
+def policy(event: DecisionEvent) -> Reply | None:
+    """Decisions that depend only on the event, never on the order of reads."""
+    if isinstance(event, RcptTo) and event.address.startswith("no@"):
+        return Reply(550, "5.1.1", "No such user")
+    return None
+
+
+def run(chunks: list[bytes], options: dict[str, Any]) -> Run:
+    """Feed ``chunks`` as successive reads, answer every decision, and record it all."""
+    r = new_run(**options)
+    m = r.machine
+    for chunk in [*(c for c in chunks if c), b""]:  # b"": the client closes at the end
+        m.receive_data(chunk)
+        while True:
+            event = m.next_event()
+            if event is NEED_DATA:
+                break
+            r.events.append(event)
+            if isinstance(event, Authenticate):
+                m.auth_result(authenticate(event))
+            elif isinstance(event, DecisionEvent):
+                m.respond(policy(event))
+            elif isinstance(event, Closed):
+                break
+        r.output += m.data_to_send()
+        if r.events and isinstance(r.events[-1], Closed):
+            break
+    return r
+
+
+def normalised(events: list[Event]) -> list[Event]:
+    """Streamed text arrives in pieces whose sizes follow the reads: join adjacent pieces. And
+    of a streamed message that is refused (or cut off), how much text was handed out before
+    the refusal depends on the reads too (the handler then gets MessageAborted): drop it."""
+    out: list[Event] = []
+    for event in events:
+        if isinstance(event, MessageChunk) and out and isinstance(out[-1], MessageChunk):
+            out[-1] = MessageChunk(out[-1].data + event.data)
+        elif isinstance(event, TransactionEnded) and out and isinstance(out[-1], MessageChunk):
+            out[-1] = event
+        else:
+            out.append(event)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fragments=st.lists(ITEMS, min_size=1, max_size=25),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+    stream_body=st.booleans(),
+    bare=st.sampled_from(list(BareLineEndings)),
+    max_errors=st.sampled_from([3, 1000]),
+)
+def test_the_same_events_and_bytes_however_the_input_is_cut(
+    fragments: list[bytes],
+    cuts: list[int],
+    stream_body: bool,
+    bare: BareLineEndings,
+    max_errors: int,
+) -> None:
+    options: dict[str, Any] = {
+        "stream_body": stream_body,
+        "bare_line_endings": bare,
+        "max_errors": max_errors,
+        "max_message_size": 200,
+        "max_line_length": 100,
+        "auth_mechanisms": (Plain(), Login()),
+        "auth_over_plaintext": True,
+    }
+    data = b"".join(fragments)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces = [data[i:j] for i, j in zip([0, *points], [*points, len(data)], strict=True)]
+    whole = run([data], options)
+    for chunks in (pieces, bytewise(data)):
+        split = run(chunks, options)
+        assert split.output == whole.output
+        assert normalised(split.events) == normalised(whole.events)
+    # And the session always ends, with well-formed replies (parse_replies checks each line).
+    assert isinstance(whole.events[-1], Closed)
+    assert whole.codes
