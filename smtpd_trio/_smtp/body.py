@@ -11,18 +11,25 @@ test simple and split-proof: the message ends where the region starts with ``.\\
 of the message.
 
 Bare CR or LF inside the text is handled by policy (:class:`BareLineEndings`): by default the
-message is read to its real end and refused with 550; with ``KEEP`` they are kept as data.
+message is read to its real end and refused with 550; with ``KEEP`` they are kept as data. A NUL
+octet (which RFC 5322 and RFC 6152 forbid in message text) has its own policy (:class:`NulOctets`).
 The text-line limit (1000 octets with CRLF, RFC 5321 §4.5.3.1.6) and the message size limit
 (RFC 1870) are enforced while reading: once either is exceeded the reader stops storing text,
 keeps reading to the real end, and the message is refused (nothing is delivered).
 
 Everything is found with ``bytes.find``/``count``/``split``, so the cost per byte is C code;
 Python work is per chunk, not per line.
+
+Memory: the text kept is written into one :class:`io.BytesIO`, whose ``getvalue()`` hands the
+buffer over without a copy, so a message costs about its own size, not twice it. A
+:class:`MemoryBudget` shared by every session of a server caps what all of them hold at once: a
+message that would take more is read to its end without being kept, and refused with 452.
 """
 
 from __future__ import annotations
 
 import enum
+import io
 from typing import Final, final
 
 import attrs
@@ -37,13 +44,57 @@ class BareLineEndings(enum.Enum):
     KEEP = "keep"
 
 
+class NulOctets(enum.Enum):
+    """What to do with a NUL octet in the message text (RFC 5322 §2.1, RFC 6152 §3 forbid it;
+    a NUL also ends C strings in the software mail is handed to next)."""
+
+    #: Read the message to its real end, then refuse it with 550 (the default).
+    REJECT = "reject"
+    #: Keep it as data.
+    KEEP = "keep"
+
+
+@final
+class MemoryBudget:
+    """How many octets of message text the sessions of one server may hold in memory at once.
+
+    Sans-IO and shared: every session's reader reserves what it keeps and releases it when the
+    message is handed over (or dropped). ``limit`` None means no limit (only counting)."""
+
+    __slots__ = ("in_use", "limit", "peak")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        #: Octets reserved now.
+        self.in_use = 0
+        #: The most ever reserved at once.
+        self.peak = 0
+
+    def reserve(self, size: int) -> bool:
+        """Take ``size`` octets if they fit; False (and nothing taken) if not."""
+        total = self.in_use + size
+        if self.limit is not None and total > self.limit:
+            return False
+        self.in_use = total
+        if total > self.peak:
+            self.peak = total
+        return True
+
+    def release(self, size: int) -> None:
+        self.in_use -= size
+
+
 class BodyProblem(enum.Enum):
     """Why a message read to its end is refused."""
 
+    #: The server-wide memory budget could not take the message (a temporary refusal).
+    NO_MEMORY = "no-memory"
     #: The size limit was exceeded.
     TOO_BIG = "too-big"
     #: A text line was longer than the line limit.
     LINE_TOO_LONG = "line-too-long"
+    #: A NUL octet was seen under the REJECT policy.
+    NUL = "nul"
     #: A bare CR or LF was seen under the REJECT policy.
     BARE_LINE_ENDING = "bare-line-ending"
 
@@ -55,18 +106,23 @@ class BodyResult:
 
     #: The un-stuffed message text (empty when a problem refused it).
     content: bytes
-    #: The gravest problem found (a bare line ending, then a line too long, then the size), or
-    #: None for a good message. Which one is reported never depends on how the input was split.
+    #: The gravest problem found (a bare line ending, a NUL, a line too long, the size, then
+    #: the memory budget), or None for a good message. Which one is reported never depends on
+    #: how the input was split (the budget aside: it depends on the other sessions).
     problem: BodyProblem | None
     #: How many octets the un-stuffed message had (counted even past the size limit).
     size: int
+    #: Octets of the memory budget the content holds: release them once it is handed over.
+    reserved: int = 0
 
 
 _END: Final = b"\r\n.\r\n"
 _GRAVITY: Final = {
+    BodyProblem.NO_MEMORY: 0,
     BodyProblem.TOO_BIG: 1,
     BodyProblem.LINE_TOO_LONG: 2,
-    BodyProblem.BARE_LINE_ENDING: 3,
+    BodyProblem.NUL: 3,
+    BodyProblem.BARE_LINE_ENDING: 4,
 }
 
 
@@ -80,14 +136,18 @@ class BodyReader:
 
     __slots__ = (
         "_at_line_start",
+        "_budget",
         "_buf",
         "_line_len",
         "_max_line",
         "_max_size",
-        "_parts",
+        "_nul",
         "_policy",
         "_problem",
+        "_reserved",
         "_size",
+        "_store",
+        "_stored",
         "trailing",
     )
 
@@ -97,17 +157,24 @@ class BodyReader:
         max_size: int | None,
         max_line_length: int | None = 1000,
         bare_line_endings: BareLineEndings = BareLineEndings.REJECT,
+        nul_octets: NulOctets = NulOctets.KEEP,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._max_size = max_size
         self._max_line = max_line_length
         # A line is too long if it holds more than max_line - 2 octets before its CRLF.
-        self._policy = bare_line_endings
+        self._policy = BareLineEndings(bare_line_endings)
+        self._nul = NulOctets(nul_octets)
+        self._budget = budget
+        self._reserved = 0
         self._buf = b""
         # False only after an over-long partial line was trimmed (see _bound_partial).
         self._at_line_start = True
         # Octets of the current line dropped by _bound_partial (0 at a line start).
         self._line_len = 0
-        self._parts: list[bytes] = []
+        # The text kept so far (since the last take()), and how many octets of it.
+        self._store = io.BytesIO()
+        self._stored = 0
         self._size = 0
         self._problem: BodyProblem | None = None
         self.trailing = b""
@@ -133,18 +200,35 @@ class BodyReader:
         self._take(buf[:end])
         self.trailing = buf[end + 3 :]
         self._buf = b""
-        content = b"".join(self._parts) if self._problem is None else b""
-        self._parts = []
-        return BodyResult(content=content, problem=self._problem, size=self._size)
+        if self._problem is None:
+            content, reserved = self.take(), self._reserved
+        else:
+            content, reserved = b"", 0
+        self._reserved = 0
+        return BodyResult(content, self._problem, self._size, reserved)
 
     def take(self) -> bytes:
-        """The message text read since the last call, for streaming (empty once a problem
+        """The message text kept since the last call, for streaming (empty once a problem
         was found: the message is refused and nothing more of it is handed out)."""
-        if not self._parts:
+        if not self._stored:
             return b""
-        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._parts = []
+        data = self._store.getvalue()  # hands the buffer over: no copy
+        self._store = io.BytesIO()
+        self._stored = 0
         return data
+
+    def abandon(self) -> None:
+        """The message will never be finished (the session ended): give back what it holds."""
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the text kept (the message is refused) and give back its budget."""
+        if self._stored:
+            self._store = io.BytesIO()
+            self._stored = 0
+        if self._reserved and self._budget is not None:
+            self._budget.release(self._reserved)
+            self._reserved = 0
 
     def _flag(self, problem: BodyProblem) -> None:
         """Record a problem; the gravest one wins, so the verdict never depends on how the
@@ -163,7 +247,17 @@ class BodyReader:
             crlf = lines.count(b"\r\n")
             if lines.count(b"\n") != crlf or lines.count(b"\r") != crlf:
                 self._flag(BodyProblem.BARE_LINE_ENDING)
-        if self._problem in (None, BodyProblem.TOO_BIG) and self._has_long_line(lines):
+        if (
+            self._nul is NulOctets.REJECT
+            and self._problem is not BodyProblem.BARE_LINE_ENDING
+            and b"\x00" in lines
+        ):
+            self._flag(BodyProblem.NUL)
+        if (
+            self._problem is None
+            or self._problem is BodyProblem.TOO_BIG
+            or self._problem is BodyProblem.NO_MEMORY
+        ) and self._has_long_line(lines):
             self._flag(BodyProblem.LINE_TOO_LONG)
         # Un-stuff: drop the first dot of every line that starts with one.
         if lines[0] == 0x2E and self._at_line_start:
@@ -175,9 +269,17 @@ class BodyReader:
         if self._max_size is not None and self._size > self._max_size:
             self._flag(BodyProblem.TOO_BIG)
         if self._problem is None:
-            self._parts.append(lines)
+            budget = self._budget
+            if budget is not None:
+                if not budget.reserve(len(lines)):
+                    self._flag(BodyProblem.NO_MEMORY)
+                    self._drop()
+                    return
+                self._reserved += len(lines)
+            self._store.write(lines)
+            self._stored += len(lines)
         else:
-            self._parts = []
+            self._drop()
 
     def _has_long_line(self, lines: bytes) -> bool:
         """True if a line of ``lines`` (plus what was dropped of the first) is over the limit.
@@ -222,6 +324,12 @@ class BodyReader:
         # The kept octet is text too, so the message is at least one octet longer than counted.
         if self._max_size is not None and self._size + 1 > self._max_size:
             self._flag(BodyProblem.TOO_BIG)
-        self._parts = []
+        if (
+            self._nul is NulOctets.REJECT
+            and self._problem is not BodyProblem.BARE_LINE_ENDING
+            and b"\x00" in partial[:-1]
+        ):
+            self._flag(BodyProblem.NUL)
+        self._drop()
         self._at_line_start = False
         return partial[-1:]

@@ -245,6 +245,12 @@ class CloseReason(enum.Enum):
     TLS_FAILED = "tls-failed"
     #: The server (the handler, or the greeting) refused service with 421.
     REFUSED = "refused"
+    #: A per-session cap (commands, messages) was reached; 421 was queued.
+    LIMIT = "limit"
+    #: The session lasted as long as it may; 421 4.4.2 was queued.
+    SESSION_TOO_LONG = "session-too-long"
+    #: The client spoke before the greeting (with a greeting pause); 554 5.5.1 was queued.
+    EARLY_TALKER = "early-talker"
 
 
 @final

@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping
 from typing import Final, final
 
 from . import replies
-from .body import BodyProblem, BodyReader, BodyResult
+from .body import BodyProblem, BodyReader, BodyResult, MemoryBudget
 from .commands import CommandSyntaxError, parse_helo_name, parse_path_and_params, split_verb
 from .events import (
     NEED_DATA,
@@ -181,9 +181,13 @@ _GOODBYE: Final[dict[CloseReason, Reply | None]] = {
     CloseReason.STALLED: None,
     CloseReason.TLS_FAILED: None,
     CloseReason.PEER_CLOSED: None,
+    CloseReason.SESSION_TOO_LONG: replies.SESSION_TOO_LONG,
+    CloseReason.EARLY_TALKER: replies.EARLY_TALKER,
 }
 
 _BODY_REPLIES: Final = {
+    BodyProblem.NO_MEMORY: replies.NO_STORAGE,
+    BodyProblem.NUL: replies.NUL_IN_DATA,
     BodyProblem.TOO_BIG: replies.MESSAGE_TOO_BIG,
     BodyProblem.LINE_TOO_LONG: replies.TEXT_LINE_TOO_LONG,
     BodyProblem.BARE_LINE_ENDING: replies.BARE_LINE_ENDING_IN_DATA,
@@ -221,6 +225,7 @@ class SMTPMachine:
         "_auth_return",
         "_body",
         "_body_result",
+        "_budget",
         "_buf",
         "_close_reason",
         "_discarding",
@@ -230,6 +235,7 @@ class SMTPMachine:
         "_peer_closed",
         "_pending",
         "_pos",
+        "_reserved",
         "_session_id",
         "_shutdown",
         "_transactions",
@@ -249,6 +255,7 @@ class SMTPMachine:
         facts: SessionFacts | None = None,
         session_id: str = "s",
         stream_body: bool = False,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.settings = settings
         #: The session's facts (HELO name, TLS, identity): written here and nowhere else.
@@ -281,6 +288,10 @@ class SMTPMachine:
         self._body: BodyReader | None = None
         # Streaming: the end of a message, held back until its last chunk was handed out.
         self._body_result: BodyResult | None = None
+        # The server-wide allowance for message text held in memory (not used when streaming:
+        # then a session holds about one read), and what the pending message holds of it.
+        self._budget = budget
+        self._reserved = 0
         self._exchange: SASLExchange | None = None
         self._auth_mechanism = ""
         self._auth_return = State.READY
@@ -415,15 +426,25 @@ class SMTPMachine:
 
     def _close(self, reason: CloseReason) -> None:
         self._pending = None
+        self._release()
         if self.envelope is not None:
             self._end_transaction(TransactionOutcome.ABORTED)
         self.state = State.CLOSED
         self._close_reason = reason
+        if self._body is not None:
+            self._body.abandon()
         self._body = None
         self._body_result = None
         self._exchange = None
         self._buf = bytearray()
         self._pos = 0
+
+    def _release(self) -> None:
+        """The message's text is no longer held by us: give its budget back."""
+        if self._reserved:
+            assert self._budget is not None
+            self._budget.release(self._reserved)
+            self._reserved = 0
 
     def _end_transaction(
         self, outcome: TransactionOutcome, reply: Reply | None = None, size: int | None = None
@@ -449,6 +470,11 @@ class SMTPMachine:
         return CommandRejected(_excerpt(line), reply)
 
     def _handle_line(self, raw: bytes) -> Event | None:
+        limit = self.settings.max_commands
+        if limit is not None and self.lines_taken > limit:
+            self._reply(replies.TOO_MANY_COMMANDS)
+            self._close(CloseReason.LIMIT)
+            return CommandRejected(_excerpt(raw), replies.TOO_MANY_COMMANDS)
         if len(raw) + 2 > self.settings.max_command_line:
             return self._error(replies.LINE_TOO_LONG, raw)
         if b"\r" in raw or b"\n" in raw:
@@ -488,6 +514,10 @@ class SMTPMachine:
             return self._error(replies.TLS_REQUIRED, raw)
         if settings.auth_required and self.facts._authenticated_as is None:
             return self._error(replies.AUTH_REQUIRED, raw)
+        if settings.max_messages is not None and self._transactions >= settings.max_messages:
+            self._reply(replies.TOO_MANY_MESSAGES)
+            self._close(CloseReason.LIMIT)
+            return CommandRejected(_excerpt(raw), replies.TOO_MANY_MESSAGES)
         address, params = parse_path_and_params(
             arg,
             prefix="FROM:",
@@ -555,6 +585,8 @@ class SMTPMachine:
             max_size=settings.max_message_size,
             max_line_length=settings.max_line_length,
             bare_line_endings=settings.bare_line_endings,
+            nul_octets=settings.nul_octets,
+            budget=None if self.stream_body else self._budget,
         )
         return MessageStart(envelope) if self.stream_body else None
 
@@ -747,6 +779,7 @@ class SMTPMachine:
         if result.problem is None:
             if self.stream_body:
                 return self._decide(MessageEnd(envelope, result.size))
+            self._reserved = result.reserved
             return self._decide(MessageReceived(envelope, result.content))
         reply = _BODY_REPLIES[result.problem]
         self._reply(reply)
@@ -806,20 +839,20 @@ class SMTPMachine:
         if reply is not None and reply.code == 421 and self.state is not State.CLOSED:
             self._close(CloseReason.REFUSED)
 
-    def fail(self) -> None:
-        """The handler could not decide (it raised, or answered nonsense): answer the pending
-        decision with a temporary failure (451 4.3.0; 454 4.7.0 for AUTH; a 421 greeting,
-        which closes)."""
+    def fail(self, *, timed_out: bool = False) -> None:
+        """The handler could not decide (it raised, answered nonsense, or ``timed_out``):
+        answer the pending decision with a temporary failure (451 4.3.0, or 451 4.4.5 after a
+        timeout; 454 4.7.0 for AUTH; a 421 greeting, which closes)."""
         event = self._pending
         if event is None:
             raise RuntimeError("no decision is pending")
         if type(event) is Connect:
-            self.respond(replies.GREETING_FAILED)
+            self.respond(replies.GREETING_TIMED_OUT if timed_out else replies.GREETING_FAILED)
         elif type(event) is Authenticate:
             self._pending = None
             self._auth_refused(replies.AUTH_TEMPORARY_FAILURE)
         else:
-            self.respond(replies.HANDLER_FAILED)
+            self.respond(replies.HANDLER_TIMED_OUT if timed_out else replies.HANDLER_FAILED)
 
     def _answer_connect(self, event: DecisionEvent, reply: Reply | None) -> None:
         # RFC 5321 §3.1: a greeting is 220, 554 (only QUIT is served after it) or 421 (closes).
@@ -873,6 +906,7 @@ class SMTPMachine:
     def _answer_message(self, event: DecisionEvent, reply: Reply | None) -> None:
         assert isinstance(event, MessageReceived | MessageEnd)
         size = event.size if isinstance(event, MessageEnd) else len(event.content)
+        self._release()
         if reply is None or reply.is_positive:
             reply = reply or replies.MESSAGE_ACCEPTED
             self.facts._messages_accepted += 1

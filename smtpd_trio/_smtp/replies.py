@@ -106,6 +106,21 @@ SERVICE_CLOSING_TIMEOUT: Final = Reply(421, "4.4.2", "Timeout, closing connectio
 SERVICE_SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down, closing connection")
 TOO_MANY_CONNECTIONS: Final = Reply(421, "4.3.2", "Too many connections, try again later")
 TOO_MANY_ERRORS: Final = Reply(421, "4.7.0", "Too many errors, closing connection")
+TOO_MANY_COMMANDS: Final = Reply(421, "4.7.0", "Too many commands in one session, closing")
+TOO_MANY_MESSAGES: Final = Reply(
+    421, "4.7.0", "Too many messages in one session, send the rest in a new one"
+)
+SESSION_TOO_LONG: Final = Reply(421, "4.4.2", "Connection time limit reached, closing connection")
+TOO_MANY_FROM_CLIENT: Final = Reply(
+    421, "4.7.0", "Too many connections from your address, try again later"
+)
+CONNECTION_RATE_EXCEEDED: Final = Reply(
+    421, "4.7.0", "Too many new connections from your address, try again later"
+)
+EARLY_TALKER: Final = Reply(554, "5.5.1", "Protocol error: client spoke before the greeting")
+HANDLER_TIMED_OUT: Final = Reply(451, "4.4.5", "Local processing took too long, try again later")
+GREETING_TIMED_OUT: Final = Reply(421, "4.4.5", "Local processing took too long, closing")
+NO_STORAGE: Final = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 HANDLER_FAILED: Final = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
 GREETING_FAILED: Final = Reply(421, "4.3.0", "Local error in processing, closing connection")
 TOO_MANY_RECIPIENTS: Final = Reply(452, "4.5.3", "Too many recipients")
@@ -129,6 +144,7 @@ TEXT_LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Line too long in message text")
 BARE_LINE_ENDING_IN_DATA: Final = Reply(
     550, "5.6.0", "Message refused: bare CR or LF in message text (lines must end with CRLF)"
 )
+NUL_IN_DATA: Final = Reply(550, "5.6.0", "Message refused: NUL octet in message text")
 PARAM_NOT_RECOGNIZED: Final = Reply(
     555, "5.5.4", "MAIL FROM/RCPT TO parameters not recognized or not implemented"
 )

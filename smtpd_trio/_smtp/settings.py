@@ -12,7 +12,7 @@ from typing import Final, final
 
 import attrs
 
-from .body import BareLineEndings
+from .body import BareLineEndings, NulOctets
 from .replies import Reply
 from .sasl import Mechanism
 
@@ -44,6 +44,11 @@ class SMTPSettings:
     bare_line_endings: BareLineEndings = attrs.field(
         default=BareLineEndings.REJECT, converter=BareLineEndings
     )
+    nul_octets: NulOctets = attrs.field(default=NulOctets.REJECT, converter=NulOctets)
+    #: Mail transactions (accepted MAIL commands) per session; None: no cap.
+    max_messages: int | None = 1000
+    #: Command lines per session; None: no cap.
+    max_commands: int | None = 10_000
     smtputf8: bool = True
     #: STARTTLS is offered (the I/O layer has a TLS context).
     starttls: bool = False
