@@ -133,7 +133,7 @@ def test_a_missing_name_is_501_5_5_4() -> None:
 _INERT = re.compile(r"[A-Za-z0-9._:\[\]-]+\Z")
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(
     st.one_of(
         st.text(max_size=40),
