@@ -90,8 +90,8 @@ def test_helo_is_one_line_and_not_extended() -> None:
     assert not run.machine.facts.extended
 
 
-@pytest.mark.parametrize("line", [b"HELO\r\n", b"EHLO\r\n", b"EHLO \r\n", b"HELO a b\r\n"])
-def test_helo_without_a_single_name_is_501(line: bytes) -> None:
+@pytest.mark.parametrize("line", [b"HELO\r\n", b"EHLO\r\n", b"EHLO \r\n"])
+def test_helo_without_a_name_is_501(line: bytes) -> None:
     run = drive(line)
     assert run.codes == [501]
     assert run.enhanced == ["5.5.4"]

@@ -55,7 +55,9 @@ _KEYWORD: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _VALUE_ASCII: Final = re.compile(r"[\x21-\x3c\x3e-\x7e]+\Z")
 _VALUE_UTF8: Final = re.compile(rf"[\x21-\x3c\x3e-\x7e{_NON_ASCII}]+\Z")
 _GENERAL_LITERAL: Final = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
-_HELO_NAME: Final = re.compile(rf"[\x21-\x7e{_NON_ASCII}]+\Z")
+# A HELO/EHLO host name label (see parse_helo_name): LDH plus "_", no hyphen at either end.
+_HELO_LABEL: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+_NUMERIC: Final = re.compile(r"[0-9.]+\Z")
 
 
 def split_verb(line: str) -> tuple[str, str | None]:
@@ -77,6 +79,16 @@ def is_ascii(text: str) -> bool:
 def check_address_literal(literal: str) -> bool:
     """True if ``[...]`` holds a valid IPv4, IPv6 or general address literal (RFC 5321 §4.1.3)."""
     inner = literal[1:-1]
+    if inner[:5].upper() != "IPV6:" and _GENERAL_LITERAL.match(inner) and not inner[0].isdigit():
+        return True
+    return check_ip_literal(literal)
+
+
+def check_ip_literal(literal: str) -> bool:
+    """True if ``[...]`` holds an IPv4 or an ``IPv6:`` address literal (RFC 5321 §4.1.3)."""
+    inner = literal[1:-1]
+    if not inner.isascii():
+        return False
     if inner[:5].upper() == "IPV6:":
         if "%" in inner:  # ipaddress accepts a scope id ("fe80::1%eth0"); RFC 5321 does not
             return False
@@ -84,8 +96,6 @@ def check_address_literal(literal: str) -> bool:
             ipaddress.IPv6Address(inner[5:])
         except ValueError:
             return False
-        return True
-    if _GENERAL_LITERAL.match(inner) and not inner[0].isdigit():
         return True
     try:
         ipaddress.IPv4Address(inner)
@@ -160,11 +170,43 @@ def parse_params(text: str, *, utf8: bool) -> dict[str, str | None]:
 
 
 def parse_helo_name(arg: str | None) -> str:
-    """The HELO/EHLO argument: one non-empty token of printable characters."""
+    """The HELO/EHLO argument: a host name or an IPv4/IPv6 address literal, returned as sent.
+
+    RFC 5321 §4.1.1.1 asks for a Domain or an address literal; this accepts what Postfix's
+    ``reject_invalid_helo_hostname`` accepts, so the clients that pass there pass here:
+
+    - a host name of ASCII letters, digits, hyphens and underscores (Windows and older clients
+      send ``my_pc``): labels of 1-63 characters not starting or ending with a hyphen, at most
+      255 octets, one trailing dot allowed (``mx.example.``), dots optional (``localhost``);
+      an all-numeric name only if it is a dotted-quad IPv4 address (``192.0.2.1``);
+    - ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (no zone id). General address literals
+      (``[tag:...]``) name no host and are refused, as Postfix refuses them.
+
+    Non-ASCII names are refused: the client speaks before it can know that SMTPUTF8 is offered,
+    so internationalized names MUST be sent as A-labels (RFC 6531 §3.7.1). Anything else,
+    including the characters that would end or nest a ``Received:`` header field (``;``,
+    ``(``, ``)``, ``[``, ``\\``, ``<``, control characters), is answered ``501 5.5.2``.
+    """
     if arg is None:
         raise CommandSyntaxError(
             replies.syntax_error("HELO/EHLO requires a domain name or address")
         )
-    if not _HELO_NAME.match(arg):
-        raise CommandSyntaxError(replies.syntax_error("bad HELO/EHLO domain name"))
+    if not arg.isascii():
+        raise CommandSyntaxError(replies.NON_ASCII_HELO_NAME)
+    if arg.startswith("["):
+        if arg.endswith("]") and check_ip_literal(arg):
+            return arg
+        raise CommandSyntaxError(replies.BAD_HELO_NAME)
+    name = arg[:-1] if arg.endswith(".") and not arg.endswith("..") else arg
+    if (
+        not name
+        or len(name) > MAX_DOMAIN
+        or not all(_HELO_LABEL.match(label) for label in name.split("."))
+    ):
+        raise CommandSyntaxError(replies.BAD_HELO_NAME)
+    if _NUMERIC.match(name):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            raise CommandSyntaxError(replies.BAD_HELO_NAME) from None
     return arg

@@ -136,6 +136,12 @@ BAD_SEQUENCE: Final = Reply(503, "5.5.1", "Bad sequence of commands")
 NEED_HELO: Final = Reply(503, "5.5.1", "Send HELO or EHLO first")
 NESTED_MAIL: Final = Reply(503, "5.5.1", "Sender already specified")
 NEED_MAIL: Final = Reply(503, "5.5.1", "Need MAIL command first")
+BAD_HELO_NAME: Final = Reply(
+    501, "5.5.2", "Syntax error: HELO/EHLO needs a host name or an address literal"
+)
+NON_ASCII_HELO_NAME: Final = Reply(
+    501, "5.5.2", "Syntax error: HELO/EHLO names are ASCII; send A-labels (xn--)"
+)
 BAD_SENDER_ADDRESS: Final = Reply(501, "5.1.7", "Syntax error in sender address")
 BAD_RECIPIENT_ADDRESS: Final = Reply(501, "5.1.3", "Syntax error in recipient address")
 NO_VALID_RECIPIENTS: Final = Reply(554, "5.5.1", "No valid recipients")
