@@ -5,7 +5,7 @@ session on any Trio stream with :func:`run_session`; or test a handler with no s
 using :mod:`smtpd_trio.testing`. See docs/ for the guides.
 """
 
-from ._smtp.body import BareLineEndings
+from ._smtp.body import BareLineEndings, NulOctets
 from ._smtp.replies import Reply
 from .config import Config
 from .errors import ConfigError, SMTPDTrioError
@@ -37,6 +37,7 @@ __all__ = [
     "Message",
     "MessageAborted",
     "MessageStream",
+    "NulOctets",
     "Reject",
     "Reply",
     "SMTPDTrioError",

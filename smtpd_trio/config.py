@@ -11,13 +11,13 @@ from typing import Any, final
 
 import attrs
 
-from ._smtp.body import BareLineEndings
+from ._smtp.body import BareLineEndings, NulOctets
 from ._smtp.settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
 from .auth import Authenticator, Login, Mechanism, Plain
 from .errors import ConfigError
 from .trust import TrustedNetworks, TrustEntry
 
-__all__ = ["BareLineEndings", "Config", "UntrustedPeers"]
+__all__ = ["BareLineEndings", "Config", "NulOctets", "UntrustedPeers"]
 
 
 class UntrustedPeers(enum.Enum):
@@ -40,6 +40,18 @@ def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], val
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{attribute.name} must be a positive integer, not {value!r}")
+
+
+def _positive_seconds_or_none(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if value is not None:
+        _positive_seconds(instance, attribute, value)
+
+
+def _ipv6_prefix(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 16 <= value <= 128:
+        raise ConfigError(f"{attribute.name} must be a prefix length within 16-128, not {value!r}")
 
 
 def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -81,6 +93,14 @@ def _bare_line_endings(value: BareLineEndings | str) -> BareLineEndings:
     except ValueError:
         choices = ", ".join(repr(m.value) for m in BareLineEndings)
         raise ConfigError(f"bare_line_endings must be one of {choices}, not {value!r}") from None
+
+
+def _nul_octets(value: NulOctets | str) -> NulOctets:
+    try:
+        return NulOctets(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in NulOctets)
+        raise ConfigError(f"nul_octets must be one of {choices}, not {value!r}") from None
 
 
 def _untrusted_peers(value: UntrustedPeers | str) -> UntrustedPeers:
@@ -146,8 +166,59 @@ class Config:
     bare_line_endings: BareLineEndings = attrs.field(
         default=BareLineEndings.REJECT, converter=_bare_line_endings
     )
+    #: What a NUL octet in message text does (RFC 5322 and RFC 6152 forbid it).
+    nul_octets: NulOctets = attrs.field(default=NulOctets.REJECT, converter=_nul_octets)
     #: Offer SMTPUTF8 (RFC 6531).
     smtputf8: bool = True
+
+    # Safe on an open port (see docs/security.md)
+    #: Connections at once from one client (the real client behind a trusted proxy; IPv6
+    #: clients are counted by network, see ``client_ipv6_prefix``); more get 421 4.7.0.
+    max_connections_per_client: int | None = attrs.field(
+        default=20, validator=_positive_int_or_none
+    )
+    #: New connections per minute from one client (a token bucket); more get 421 4.7.0.
+    max_connection_rate: int | None = attrs.field(default=None, validator=_positive_int_or_none)
+    #: IPv6 clients are counted by this network prefix (a host often owns a whole /64).
+    client_ipv6_prefix: int = attrs.field(default=64, validator=_ipv6_prefix)
+    #: Mail transactions per session; the next MAIL gets 421 4.7.0 and the session ends.
+    max_messages_per_session: int | None = attrs.field(
+        default=1000, validator=_positive_int_or_none
+    )
+    #: Command lines per session; the next one gets 421 4.7.0 and the session ends.
+    max_commands_per_session: int | None = attrs.field(
+        default=10_000, validator=_positive_int_or_none
+    )
+    #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
+    #: the next one gets 421 4.7.0 and the session ends. Under stress the limit is 1.
+    max_junk_commands: int | None = attrs.field(default=100, validator=_positive_int_or_none)
+    #: The slowest message upload tolerated, in octets per second (Postfix's
+    #: smtpd_min_data_rate): each read of message text earns octets/rate seconds more for the
+    #: rest, never more than ``command_timeout``. None: every read restarts the full timeout.
+    min_data_rate: int | None = attrs.field(default=500, validator=_positive_int_or_none)
+    #: How long one connection may last in all (its waits for the client are cut at this
+    #: point: 421 4.4.2). None: no limit.
+    max_session_duration: float | None = attrs.field(
+        default=3600.0, validator=_positive_seconds_or_none
+    )
+    #: How long one handler callback may take; then it is cancelled and the client gets
+    #: 451 4.4.5 (421 for on_connect, 454 for the authenticator). None: no limit.
+    handler_timeout: float | None = attrs.field(default=None, validator=_positive_seconds_or_none)
+    #: When 80% of ``max_connections`` are in use, every wait for a client gets this timeout
+    #: instead of ``command_timeout`` (Postfix's stress-dependent smtpd_timeout). None: never.
+    stress_timeout: float | None = attrs.field(default=10.0, validator=_positive_seconds_or_none)
+    #: Wait this long before the banner; a client that speaks first gets 554 5.5.1 and is
+    #: closed, and the handler never sees it (postscreen's greet wait). None: no pause.
+    greet_pause: float | None = attrs.field(default=None, validator=_positive_seconds_or_none)
+    #: Octets of message text all sessions together may hold in memory (``on_data``; streaming
+    #: holds about one read per session). A message that does not fit is read to its end
+    #: without being kept and refused with 452 4.3.1. None: no limit.
+    max_buffered_bytes: int | None = attrs.field(
+        default=256 * 1024 * 1024, validator=_positive_int_or_none
+    )
+    #: Refusals caused by a client (limits, timeouts) are logged once per client and kind per
+    #: this many seconds; the rest are counted and summarised.
+    refusal_log_interval: float = attrs.field(default=60.0, validator=_positive_seconds)
 
     # PROXY protocol (see docs/load-balancers.md)
     #: Expect a PROXY header (v1 or v2) at the start of every connection from a trusted peer.
@@ -224,6 +295,10 @@ class Config:
             max_line_length=self.max_line_length,
             max_errors=self.max_errors,
             bare_line_endings=self.bare_line_endings,
+            nul_octets=self.nul_octets,
+            max_messages=self.max_messages_per_session,
+            max_commands=self.max_commands_per_session,
+            max_junk_commands=self.max_junk_commands,
             smtputf8=self.smtputf8,
             starttls=self.tls_context is not None,
             require_tls=self.require_tls,

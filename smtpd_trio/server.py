@@ -13,7 +13,13 @@ Structure (structured concurrency, websockets style)::
         one accept loop per listener
 
 Accept errors such as EMFILE are logged and retried after a short pause, as trio does. At
-``max_connections`` a new connection is answered 421 and closed at once.
+``max_connections`` a new connection is answered 421 and closed at once; so is one from a
+client that already has ``max_connections_per_client`` open, or that opened more than
+``max_connection_rate`` in the last minute (counted by the real client, after PROXY; see
+:mod:`smtpd_trio.limits`). From 80% of ``max_connections`` the server is *under stress*, and
+waits for clients use ``stress_timeout`` (Postfix does the same), until it is back under 70%.
+Refusals a client causes are logged at INFO, once per client and kind per
+``refusal_log_interval``, with counts of the rest.
 
 Graceful shutdown (:meth:`SMTPServer.shutdown`, SIGTERM/SIGINT in the CLI): stop accepting,
 answer 421 to every session waiting for a command, let sessions inside a mail transaction finish
@@ -27,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, final
@@ -38,8 +45,10 @@ from ._smtp.replies import Reply
 from .config import Config
 from .connection import ProxyRefused, proxy_stage
 from .handler import Callbacks, Endpoint, Handler, Reject, Session, handler_callbacks
+from .limits import TOO_MANY as _TOO_MANY_FROM_CLIENT
+from .limits import ClientLimiter, Refusal, client_key
 from .proxy import ProxyInfo
-from .session import SessionDriver, new_session, new_session_id
+from .session import SessionDriver, Shared, new_session, new_session_id
 
 __all__ = ["SMTPServer", "serve_smtp"]
 
@@ -54,6 +63,9 @@ _REFUSE_TIMEOUT: Final = 1.0
 # At most this many connections are being told 421 at once; past it, a flood of connections is
 # closed without a word, so refusing cannot itself pile up tasks and descriptors.
 _MAX_REFUSING: Final = 64
+# Under stress from this share of max_connections in use, and back to normal below the second.
+_STRESS_ON: Final = 0.8
+_STRESS_OFF: Final = 0.7
 
 
 def endpoint_of(address: object) -> Endpoint:
@@ -96,6 +108,14 @@ class SMTPServer:
         self._connections_scope: trio.CancelScope | None = None
         self._active = 0
         self._refusing = 0
+        config = self.config
+        self._shared = Shared.for_config(config)
+        self._limiter = ClientLimiter(
+            max_at_once=config.max_connections_per_client, per_minute=config.max_connection_rate
+        )
+        limit = config.max_connections
+        self._stress_on = math.inf if limit is None else max(1, math.ceil(limit * _STRESS_ON))
+        self._stress_off = math.inf if limit is None else limit * _STRESS_OFF
 
     @property
     def shutting_down(self) -> bool:
@@ -104,6 +124,16 @@ class SMTPServer:
     @property
     def active_connections(self) -> int:
         return self._active
+
+    @property
+    def under_stress(self) -> bool:
+        """True while 80% of ``max_connections`` (or more) are in use, until back under 70%."""
+        return self._shared.stressed
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Octets of message text the sessions hold in memory now."""
+        return self._shared.budget.in_use
 
     async def serve(
         self,
@@ -128,6 +158,7 @@ class SMTPServer:
                         async with trio.open_nursery() as accepting:
                             for listener in listeners:
                                 accepting.start_soon(self._accept_loop, listener, connections)
+                            accepting.start_soon(self._report_refusals)
                             task_status.started(listeners)
                     # Accepting stopped: shutdown was asked. Close the listeners at once so
                     # new clients are refused by the kernel, then let sessions finish.
@@ -155,6 +186,61 @@ class SMTPServer:
             )
         for driver in list(self._drivers):
             driver.request_shutdown()
+
+    async def _report_refusals(self) -> NoReturn:
+        """Every refusal_log_interval, one line per client and kind whose refusals were held
+        back from the log."""
+        refusals = self._shared.refusals
+        while True:
+            await trio.sleep(refusals.interval)
+            for client, kind, count in refusals.summaries(trio.current_time()):
+                log.info(
+                    "%d more %s refusal(s) for %s in the last %g s",
+                    count,
+                    kind,
+                    client,
+                    refusals.interval,
+                )
+
+    def _note_refusal(self, client: str, kind: str, session_id: str, text: str) -> None:
+        held = self._shared.refusals.note(client, kind, trio.current_time())
+        if held is None:
+            return
+        more = f" ({held} more like it from this client since the last report)" if held else ""
+        log.info("[%s] %s%s", session_id, text, more)
+
+    async def _refuse(self, stream: trio.abc.Stream, reply: Reply) -> None:
+        """Say ``reply`` (briefly, and only to a bounded number at once) and close."""
+        if self._refusing < _MAX_REFUSING:
+            self._refusing += 1
+            try:
+                with (
+                    trio.move_on_after(_REFUSE_TIMEOUT),
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    await stream.send_all(reply.to_bytes())
+            finally:
+                self._refusing -= 1
+        await trio.aclose_forcefully(stream)
+
+    def _count(self, delta: int) -> None:
+        """One more or one fewer connection in service; go in or out of stress."""
+        self._active += delta
+        shared = self._shared
+        if not shared.stressed and self._active >= self._stress_on:
+            shared.stressed = True
+            log.warning(
+                "under stress: %d connection(s) of %s; waits for clients now time out after %s s",
+                self._active,
+                self.config.max_connections,
+                self.config.stress_timeout,
+            )
+            if self.config.stress_timeout is not None:
+                for driver in list(self._drivers):
+                    driver.tighten()
+        elif shared.stressed and self._active < self._stress_off:
+            shared.stressed = False
+            log.info("no longer under stress: %d connection(s)", self._active)
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[trio.abc.Stream], connections: trio.Nursery
@@ -190,24 +276,17 @@ class SMTPServer:
                 log.debug("[%s] peer went away before it was served", session_id)
                 await trio.aclose_forcefully(stream)
                 return
-        if self.config.max_connections is not None and self._active >= self.config.max_connections:
-            log.warning("[%s] refused %s: max_connections reached", session_id, peer)
-            if self._refusing < _MAX_REFUSING:
-                self._refusing += 1
-                try:
-                    with (
-                        trio.move_on_after(_REFUSE_TIMEOUT),
-                        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-                    ):
-                        await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())
-                finally:
-                    self._refusing -= 1
-            await trio.aclose_forcefully(stream)
+        config = self.config
+        if config.max_connections is not None and self._active >= config.max_connections:
+            self._note_refusal(
+                "all clients", "max-connections", session_id, f"refused {peer}: server full"
+            )
+            await self._refuse(stream, replies.TOO_MANY_CONNECTIONS)
             return
-        self._active += 1
+        self._count(+1)
+        admitted: str | None = None
         try:
             client, proxy, leftover = peer, None, b""
-            config = self.config
             if config.proxy_protocol:
                 stage = None
                 refusal = f"no complete PROXY header within {config.proxy_timeout:g} s"
@@ -222,11 +301,19 @@ class SMTPServer:
                     except ProxyRefused as exc:
                         refusal = exc.reason
                 if stage is None:
-                    log.warning("[%s] refused %s: %s", session_id, peer, refusal)
+                    self._note_refusal(peer.host, "proxy", session_id, f"refused {peer}: {refusal}")
                     await trio.aclose_forcefully(stream)
                     return
                 client, proxy, leftover = stage.client, stage.info, stage.leftover
             quiet = bool(config.ignored_hosts) and client.host in config.ignored_hosts
+            key = None if quiet else client_key(client.host, ipv6_prefix=config.client_ipv6_prefix)
+            if key is not None:
+                refused = self._limiter.admit(key, trio.current_time())
+                if refused is not None:
+                    self._note_refusal(key, refused, session_id, f"refused {client}: {refused}")
+                    await self._refuse(stream, _reply_for(refused))
+                    return
+                admitted = key
             session = new_session(
                 self._callbacks,
                 id=session_id,
@@ -250,7 +337,12 @@ class SMTPServer:
                 else:
                     log.info("[%s] connection from %s via %s", session_id, client, peer)
             driver = SessionDriver(
-                stream, self._callbacks, config=config, session=session, quiet=quiet
+                stream,
+                self._callbacks,
+                config=config,
+                session=session,
+                shared=self._shared,
+                quiet=quiet,
             )
             if self._shutting_down:
                 driver.request_shutdown()
@@ -265,7 +357,9 @@ class SMTPServer:
             log.exception("[%s] internal error serving the connection", session_id)
             await trio.aclose_forcefully(stream)
         finally:
-            self._active -= 1
+            if admitted is not None:
+                self._limiter.release(admitted)
+            self._count(-1)
 
     async def _proxy_accepted(self, session: Session[Any], info: ProxyInfo) -> bool:
         """Ask the handler's on_proxy; a refusal or an exception closes the connection."""
@@ -290,6 +384,12 @@ class SMTPServer:
             return False
         log.info("[%s] refused by on_proxy: %s", session.id, reply)
         return False
+
+
+def _reply_for(refusal: Refusal) -> Reply:
+    if refusal is _TOO_MANY_FROM_CLIENT:
+        return replies.TOO_MANY_FROM_CLIENT
+    return replies.CONNECTION_RATE_EXCEEDED
 
 
 async def _open_reuse_port_listeners(

@@ -7,10 +7,14 @@ handler for each decision, and writes the queued replies in one batch whenever t
 needs more input (so pipelined commands get batched replies). There is no reader task and no
 send lock.
 
-Time: every wait for the client (and every write to it) runs under ``command_timeout``; time
-spent inside the handler never counts. Whatever interrupts a wait (a timeout, a client that
-stopped reading, a shutdown waking an idle session) is reported to the machine, which decides
-the goodbye.
+Time: every wait for the client (and every write to it) runs under a deadline; time spent
+inside the handler never counts. A wait for a command has ``command_timeout`` (or
+``stress_timeout`` while the server is nearly full), restarted by each complete command line.
+While message text arrives, each read of N octets earns N / ``min_data_rate`` seconds more, up
+to the same timeout (Postfix's smtpd_min_data_rate), so a client must keep up a minimum rate,
+not merely send a byte now and then. No wait outlasts ``max_session_duration``. Whatever
+interrupts a wait (a timeout, the session's time limit, a client that stopped reading, a
+shutdown waking an idle session) is reported to the machine, which decides the goodbye.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
+import attrs
 import trio
 
+from ._smtp.body import MemoryBudget
 from ._smtp.events import (
     NEED_DATA,
     Authenticate,
@@ -49,6 +55,7 @@ from ._smtp.events import (
     Verify,
 )
 from ._smtp.machine import SMTPMachine
+from ._smtp.replies import Reply
 from .auth import LoginCredentials
 from .config import Config
 from .handler import (
@@ -64,6 +71,7 @@ from .handler import (
     TLSInfo,
     handler_callbacks,
 )
+from .limits import RefusalLog, client_key
 from .trace import received_header
 
 if TYPE_CHECKING:
@@ -141,8 +149,26 @@ class _PrefixedStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
-# What a handler gave for a decision when it did not give a reply.
+# What a handler gave for a decision when it did not give a reply: it failed, or timed out.
 _FAILED: Final = object()
+_TIMED_OUT: Final = object()
+
+
+@final
+@attrs.define(eq=False)
+class Shared:
+    """What the sessions of one server share (a lone :func:`run_session` has its own)."""
+
+    #: Octets of message text all sessions hold in memory at once.
+    budget: MemoryBudget
+    #: Which refusals caused by clients get a log line.
+    refusals: RefusalLog
+    #: The server is nearly full: waits for clients use ``stress_timeout``.
+    stressed: bool = False
+
+    @classmethod
+    def for_config(cls, config: Config) -> Shared:
+        return cls(MemoryBudget(config.max_buffered_bytes), RefusalLog(config.refusal_log_interval))
 
 
 @final
@@ -152,8 +178,14 @@ class SessionDriver:
     # Thousands of these live at once (one per connection): no per-instance __dict__.
     __slots__ = (
         "_broken",
+        "_budget",
+        "_deadline_cap",
+        "_handler_scope",
+        "_in_data",
         "_io_scope",
         "_progress",
+        "_session_end",
+        "_wait_started",
         "_waiting",
         "_woken",
         "callbacks",
@@ -161,6 +193,7 @@ class SessionDriver:
         "machine",
         "quiet",
         "session",
+        "shared",
         "stream",
     )
 
@@ -171,9 +204,11 @@ class SessionDriver:
         *,
         config: Config,
         session: Session[Any],
+        shared: Shared | None = None,
         quiet: bool = False,
     ) -> None:
         self.stream = stream
+        self.shared = shared if shared is not None else Shared.for_config(config)
         #: For ignored hosts (health checks): no on_connect and no per-connection log lines.
         self.quiet = quiet
         self.config = config
@@ -184,6 +219,7 @@ class SessionDriver:
             facts=session,
             session_id=session.id,
             stream_body=callbacks.on_data_chunks is not None,
+            budget=self.shared.budget,
         )
         # The command loop's I/O cancel scope, and what it is waiting for: "send", "idle"
         # (the next command outside a transaction), "receive", or None (not waiting).
@@ -192,6 +228,15 @@ class SessionDriver:
         self._woken = False  # the server interrupted an idle wait to shut down
         self._progress = -1  # machine.lines_taken when the clock was last restarted
         self._broken = False  # nothing more can be written to the stream
+        # Seconds the client has left for what it is sending now (see _io), and whether that
+        # is message text (earning min_data_rate credit) or a command.
+        self._budget = config.command_timeout
+        self._in_data = False
+        self._wait_started = 0.0
+        self._deadline_cap = math.inf
+        self._handler_scope: trio.CancelScope | None = None
+        duration = config.max_session_duration
+        self._session_end = math.inf if duration is None else trio.current_time() + duration
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -209,6 +254,16 @@ class SessionDriver:
                 if info is None:
                     return
                 machine.tls_established(info)
+            pause = self.config.greet_pause
+            if pause is not None and not self.quiet:
+                heard = initial_data or await self._listen(pause)
+                if heard is None:
+                    self._broken = True
+                    machine.close(CloseReason.PEER_CLOSED)
+                elif heard:
+                    self._refused("early-talker", "spoke before the greeting; refused")
+                    machine.close(CloseReason.EARLY_TALKER)
+                initial_data = b""
             if initial_data:
                 machine.receive_data(initial_data)
             closed = await self._loop()
@@ -262,20 +317,45 @@ class SessionDriver:
                     self._io_scope = None
             self._interrupted()
 
+    def _timeout(self) -> float:
+        stress = self.config.stress_timeout
+        if stress is not None and self.shared.stressed:
+            return min(stress, self.config.command_timeout)
+        return self.config.command_timeout
+
     async def _io(self, scope: trio.CancelScope) -> None:
         """The one read path: send what the machine queued, then read once, under ``scope``
-        with the command deadline."""
+        with the client's deadline (see the module docstring).
+
+        The client's time is a budget of seconds: set to the timeout when a wait for a new
+        command begins (a complete line arrived, or a handler just answered) and when message
+        text begins; each read spends its elapsed time; each read of message text earns
+        octets / min_data_rate seconds, up to the timeout. The scope's deadline follows it to
+        within a second (moving a deadline costs more than the arithmetic), and never passes
+        the end of the session.
+        """
         machine = self.machine
-        # Restart the clock when the client made progress (a complete command line, or any
-        # message text: RFC 5321 times each data block), at most once a second: the timeout
-        # fires between command_timeout and command_timeout + 1 s after the wait for the
-        # command began, however the client trickles its bytes, and a busy session does not
-        # pay a deadline update on every round trip.
-        if machine.lines_taken != self._progress or machine.reading_data:
+        now = trio.current_time()
+        if now >= self._session_end:
+            # Time is up: what is queued (a 250 included) still goes out, with a 421 after it.
+            self._refused("session-too-long", "connection time limit reached; closing")
+            machine.close(CloseReason.SESSION_TOO_LONG)
+            return
+        timeout = self._timeout()
+        if machine.reading_data:
+            if not self._in_data:
+                self._in_data = True
+                self._budget = timeout
+        elif machine.lines_taken != self._progress:
             self._progress = machine.lines_taken
-            deadline = trio.current_time() + self.config.command_timeout
-            if not deadline <= scope.deadline <= deadline + _DEADLINE_SLACK:
-                scope.deadline = deadline + _DEADLINE_SLACK
+            self._in_data = False
+            self._budget = timeout
+        budget = self._budget = min(self._budget, timeout)
+        deadline = min(now + budget, self._session_end)
+        self._deadline_cap = deadline
+        if not deadline <= scope.deadline <= deadline + _DEADLINE_SLACK:
+            scope.deadline = min(deadline + _DEADLINE_SLACK, self._session_end)
+        self._wait_started = now
         data = machine.data_to_send()
         if data:
             self._waiting = "send"
@@ -292,20 +372,61 @@ class SessionDriver:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             received = b""
         self._waiting = None
+        self._budget -= trio.current_time() - now
+        rate = self.config.min_data_rate
+        if self._in_data and received:
+            self._budget = timeout if rate is None else self._budget + len(received) / rate
+        machine.stressed = self.shared.stressed  # as it is when the input is taken
         machine.receive_data(received)
 
     def _interrupted(self) -> None:
         """An I/O wait was cut short: tell the machine why (it decides the goodbye)."""
         waiting, self._waiting = self._waiting, None
         if waiting == "send":
-            log.info("[%s] client stopped reading; closing", self.session.id)
+            self._refused("stalled", "client stopped reading; closing")
             self._broken = True
             self.machine.close(CloseReason.STALLED)
         elif self._woken:
             self._woken = False  # shutdown: the machine already knows, and ends it when idle
+        elif trio.current_time() >= self._session_end:
+            self._refused("session-too-long", "connection time limit reached; closing")
+            self.machine.close(CloseReason.SESSION_TOO_LONG)
         else:
-            log.info("[%s] timeout waiting for the client", self.session.id)
+            what = "message text" if self._in_data else "the client"
+            self._refused("timeout", f"timeout waiting for {what}")
             self.machine.close(CloseReason.TIMEOUT)
+
+    def _refused(self, kind: str, text: str) -> None:
+        """One INFO line for a refusal the client caused, at most once per client and kind per
+        ``refusal_log_interval``; the rest are counted (and reported with the next line)."""
+        if self.quiet:
+            return
+        key = client_key(self.session.client.host, ipv6_prefix=self.config.client_ipv6_prefix)
+        held = self.shared.refusals.note(key or self.session.client.host, kind, trio.current_time())
+        if held is None:
+            return
+        more = f" ({held} more like it from this client since the last report)" if held else ""
+        log.info("[%s] %s%s", self.session.id, text, more)
+
+    def tighten(self) -> None:
+        """The server is now nearly full: a wait already under way gets the stress timeout
+        too (a new one does by itself)."""
+        scope = self._io_scope
+        if scope is not None and self._waiting is not None:
+            deadline = self._wait_started + self._timeout()
+            if deadline < scope.deadline:
+                scope.deadline = deadline
+
+    async def _listen(self, pause: float) -> bytes | None:
+        """Listen for ``pause`` seconds before the greeting: what the client sent meanwhile
+        (b"" if nothing), or None if it went away."""
+        with trio.move_on_after(pause):
+            try:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            return bytes(data) or None
+        return b""
 
     def request_shutdown(self) -> None:
         """Called by the server on graceful shutdown: the session ends (421) as soon as no
@@ -353,24 +474,43 @@ class SessionDriver:
 
     async def _ask(self, name: str, fn: Callback, *args: object) -> object:
         """Await a deciding callback: its reply (None, a Reply, or whatever it returned), the
-        reply of a Reject it raised, or _FAILED if it raised anything else (logged)."""
+        reply of a Reject it raised, _FAILED if it raised anything else (logged), or
+        _TIMED_OUT if it ran past ``handler_timeout``."""
         self._stop_clock()
-        try:
-            return await fn(self.session, *args)
-        except Reject as exc:
-            return exc.reply
-        except Exception:
-            log.exception(
-                "[%s] handler %s failed; answering with a temporary failure", self.session.id, name
-            )
-            return _FAILED
+        with trio.move_on_after(self._handler_time()) as scope:
+            try:
+                return await fn(self.session, *args)
+            except Reject as exc:
+                return exc.reply
+            except Exception:
+                log.exception(
+                    "[%s] handler %s failed; answering with a temporary failure",
+                    self.session.id,
+                    name,
+                )
+                return _FAILED
+        assert scope.cancelled_caught
+        self._handler_timed_out(name)
+        return _TIMED_OUT
+
+    def _handler_time(self) -> float:
+        limit = self.config.handler_timeout
+        return math.inf if limit is None else limit
+
+    def _handler_timed_out(self, name: str) -> None:
+        log.warning(
+            "[%s] handler %s took longer than handler_timeout (%g s); it was cancelled",
+            self.session.id,
+            name,
+            self.config.handler_timeout,
+        )
 
     def _answer(self, name: str, result: object) -> None:
         """Give the machine a callback's answer; a wrong one is logged and answered with a
         temporary failure (the machine checks what each decision allows)."""
         machine = self.machine
-        if result is _FAILED:
-            machine.fail()
+        if result is _FAILED or result is _TIMED_OUT:
+            machine.fail(timed_out=result is _TIMED_OUT)
             return
         try:
             machine.respond(result)  # type: ignore[arg-type]
@@ -381,10 +521,13 @@ class SessionDriver:
     async def _notify(self, name: str, fn: Callback, *args: object) -> None:
         """Await a callback whose result does not matter (on_transaction_end, on_close)."""
         self._stop_clock()
-        try:
-            await fn(self.session, *args)
-        except Exception:
-            log.exception("[%s] handler %s failed", self.session.id, name)
+        with trio.move_on_after(self._handler_time()) as scope:
+            try:
+                await fn(self.session, *args)
+            except Exception:
+                log.exception("[%s] handler %s failed", self.session.id, name)
+        if scope.cancelled_caught:
+            self._handler_timed_out(name)
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -434,15 +577,9 @@ class SessionDriver:
         authenticator = self.config.authenticator
         assert authenticator is not None  # AUTH is only offered with one
         sid = self.session.id
-        self._stop_clock()
-        try:
-            identity = await authenticator(self.session, event.credentials)
-        except Reject as exc:
-            self._answer("authenticator", exc.reply)
-            return
-        except Exception:
-            log.exception("[%s] authenticator failed; answering with a temporary failure", sid)
-            machine.fail()
+        identity = await self._ask("authenticator", authenticator, event.credentials)
+        if identity is _FAILED or identity is _TIMED_OUT or isinstance(identity, Reply):
+            self._answer("authenticator", identity)
             return
         if identity is None:
             # Only LoginCredentials are known to keep the secret out of their repr; of other
@@ -455,7 +592,7 @@ class SessionDriver:
             )
             log.info("[%s] authentication failed (%s)", sid, shown)
         try:
-            machine.auth_result(identity)
+            machine.auth_result(identity)  # type: ignore[arg-type]
         except TypeError as exc:
             log.error("[%s] authenticator returned %r: %s", sid, type(identity).__name__, exc)
             machine.fail()
@@ -484,20 +621,27 @@ class SessionDriver:
         chunks = self._chunks(ends)
         trace = received_header(self.session, event.envelope)
         try:
-            result: object
+            result: object = _TIMED_OUT
             self._stop_clock()
-            try:
-                result = await fn(self.session, MessageStream(event.envelope, trace, chunks))
-            except MessageAborted:
-                result = _FAILED if not ends else None
-            except Reject as exc:
-                result = exc.reply
-            except Exception:
-                log.exception(
-                    "[%s] handler on_data_chunks failed; answering with a temporary failure",
-                    self.session.id,
-                )
-                result = _FAILED
+            # handler_timeout bounds the handler's own time: each read it waits for moves the
+            # deadline on by what the read took (see _chunks).
+            with trio.move_on_after(self._handler_time()) as scope:
+                self._handler_scope = scope
+                try:
+                    result = await fn(self.session, MessageStream(event.envelope, trace, chunks))
+                except MessageAborted:
+                    result = _FAILED if not ends else None
+                except Reject as exc:
+                    result = exc.reply
+                except Exception:
+                    log.exception(
+                        "[%s] handler on_data_chunks failed; answering with a temporary failure",
+                        self.session.id,
+                    )
+                    result = _FAILED
+            self._handler_scope = None
+            if scope.cancelled_caught:
+                self._handler_timed_out("on_data_chunks")
             # Whatever the handler did not read is read (and dropped) here, to the real end.
             with contextlib.suppress(MessageAborted):
                 async for _ in chunks:
@@ -519,11 +663,20 @@ class SessionDriver:
         while not ends:
             event = machine.next_event()
             if event is NEED_DATA:
+                # The handler's deadline stops while we wait for the client, and moves on by
+                # what the wait took: handler_timeout counts the handler's own time only.
+                handler_scope = self._handler_scope
+                paused = math.inf
+                if handler_scope is not None:
+                    paused, handler_scope.deadline = handler_scope.deadline, math.inf
+                started = trio.current_time()
                 with trio.CancelScope() as scope:
                     await self._io(scope)
                 if scope.cancelled_caught:
                     self._interrupted()
                 self._stop_clock()
+                if handler_scope is not None:
+                    handler_scope.deadline = paused + (trio.current_time() - started)
             elif type(event) is MessageChunk:
                 yield event.data
             else:

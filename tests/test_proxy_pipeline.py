@@ -517,9 +517,8 @@ async def test_handler_without_on_proxy_is_served() -> None:
 async def test_pipelined_bytes_past_the_first_read_are_kept() -> None:
     handler = Recorder()
     commands = b"NOOP\r\n" * 1500  # 9000 bytes: more than one read past the header
-    async with open_test_session(
-        handler, config=proxy_config(), peer=LB, read_greeting=False
-    ) as client:
+    config = proxy_config(max_junk_commands=None)  # 1500 NOOPs are the point here
+    async with open_test_session(handler, config=config, peer=LB, read_greeting=False) as client:
         await client.send(v1(CLIENT_IP, FRONTEND_IP, 51234, 25) + commands)
         assert await client.read_reply() == BANNER
         replies = [await client.read_reply() for _ in range(1500)]

@@ -219,7 +219,8 @@ async def test_client_silent_mid_stream_times_out_and_aborts_the_handler(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     handler = Collector()
-    config = Config(hostname="mx.test", command_timeout=TIMEOUT)
+    # Without a minimum data rate, each chunk of text restarts the full timeout.
+    config = Config(hostname="mx.test", command_timeout=TIMEOUT, min_data_rate=None)
     async with open_test_session(handler, config=config) as client:
         await client.command("EHLO client.test")
         await client.command("MAIL FROM:<a@example.com>")
@@ -273,7 +274,7 @@ def test_streamed_chunks_equal_the_buffered_message(body: bytes, cuts: list[int]
     expected = BodyReader(max_size=None, max_line_length=None).feed(wire)
     assert expected is not None
     machine = streaming_machine(
-        max_message_size=None, max_line_length=None, bare_line_endings="keep"
+        max_message_size=None, max_line_length=None, bare_line_endings="keep", nul_octets="keep"
     )
     machine.receive_data(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n")
     pieces = []

@@ -231,6 +231,7 @@ class SMTPMachine:
         "_discarding",
         "_ended",
         "_exchange",
+        "_junk",
         "_out",
         "_peer_closed",
         "_pending",
@@ -246,6 +247,7 @@ class SMTPMachine:
         "settings",
         "state",
         "stream_body",
+        "stressed",
     )
 
     def __init__(
@@ -263,6 +265,11 @@ class SMTPMachine:
         #: Hand out message text in chunks as it arrives (MessageStart, MessageChunk,
         #: MessageEnd) instead of one MessageReceived at the end.
         self.stream_body = stream_body
+        #: The server is nearly full (the I/O layer says so): like Postfix under stress, one
+        #: protocol error or one junk command (NOOP, RSET, VRFY, HELP) too many ends the
+        #: session.
+        self.stressed = False
+        self._junk = 0
         self.state = State.GREETING
         #: The open mail transaction, or None.
         self.envelope: Envelope | None = None
@@ -462,7 +469,7 @@ class SMTPMachine:
     def _error(self, reply: Reply, line: bytes) -> Event:
         """Answer a protocol error; the max_errors-th one ends the session with 421."""
         self.errors += 1
-        if self.errors >= self.settings.max_errors:
+        if self.errors >= (1 if self.stressed else self.settings.max_errors):
             self._reply(replies.TOO_MANY_ERRORS)
             self._close(CloseReason.TOO_MANY_ERRORS)
             return CommandRejected(_excerpt(line), replies.TOO_MANY_ERRORS)
@@ -590,8 +597,21 @@ class SMTPMachine:
         )
         return MessageStart(envelope) if self.stream_body else None
 
+    def _junk_limit_reached(self, raw: bytes) -> Event | None:
+        """Count a command that does nothing for mail; past the limit, end the session."""
+        self._junk += 1
+        limit = 1 if self.stressed else self.settings.max_junk_commands
+        if limit is None or self._junk <= limit:
+            return None
+        self._reply(replies.TOO_MUCH_JUNK)
+        self._close(CloseReason.LIMIT)
+        return CommandRejected(_excerpt(raw), replies.TOO_MUCH_JUNK)
+
     def _rset(self, arg: str | None, raw: bytes) -> Event | None:
         self._no_argument("RSET", arg)
+        junk = self._junk_limit_reached(raw)
+        if junk is not None:
+            return junk
         self._reply(replies.RESET_OK)
         if self.envelope is None:
             return None
@@ -599,11 +619,17 @@ class SMTPMachine:
         ended, self._ended = self._ended, None
         return ended
 
-    def _noop(self, arg: str | None, raw: bytes) -> None:
-        self._reply(replies.NOOP_OK)
+    def _noop(self, arg: str | None, raw: bytes) -> Event | None:
+        junk = self._junk_limit_reached(raw)
+        if junk is None:
+            self._reply(replies.NOOP_OK)
+        return junk
 
-    def _help(self, arg: str | None, raw: bytes) -> None:
-        self._reply(_HELP)
+    def _help(self, arg: str | None, raw: bytes) -> Event | None:
+        junk = self._junk_limit_reached(raw)
+        if junk is None:
+            self._reply(_HELP)
+        return junk
 
     def _quit(self, arg: str | None, raw: bytes) -> Event | None:
         if arg is not None:
@@ -615,7 +641,7 @@ class SMTPMachine:
     def _vrfy(self, arg: str | None, raw: bytes) -> Event:
         if arg is None:
             return self._error(replies.syntax_error("VRFY requires an argument"), raw)
-        return self._decide(Verify(arg))
+        return self._junk_limit_reached(raw) or self._decide(Verify(arg))
 
     # ---- STARTTLS (RFC 3207) ---------------------------------------------------------------
 

@@ -107,6 +107,9 @@ SERVICE_SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down, closi
 TOO_MANY_CONNECTIONS: Final = Reply(421, "4.3.2", "Too many connections, try again later")
 TOO_MANY_ERRORS: Final = Reply(421, "4.7.0", "Too many errors, closing connection")
 TOO_MANY_COMMANDS: Final = Reply(421, "4.7.0", "Too many commands in one session, closing")
+TOO_MUCH_JUNK: Final = Reply(
+    421, "4.7.0", "Too many NOOP, RSET, VRFY or HELP commands, closing connection"
+)
 TOO_MANY_MESSAGES: Final = Reply(
     421, "4.7.0", "Too many messages in one session, send the rest in a new one"
 )

@@ -49,6 +49,9 @@ class SMTPSettings:
     max_messages: int | None = 1000
     #: Command lines per session; None: no cap.
     max_commands: int | None = 10_000
+    #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
+    #: None: no cap.
+    max_junk_commands: int | None = 100
     smtputf8: bool = True
     #: STARTTLS is offered (the I/O layer has a TLS context).
     starttls: bool = False
