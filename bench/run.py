@@ -42,7 +42,9 @@ MAIL/RCPT/DATA transaction on one connection while the server is otherwise idle.
 never fails on a figure: it exits non-zero only when nothing could be measured at all. Every
 target is on 127.0.0.1.
 
-``--profile`` runs the smtpd-trio launcher alone under cProfile through the persistent
+``--workers-scaling [N]`` adds the CLI with ``--workers 1`` and ``--workers N`` (N: the cores we
+may use), the load generator pinned to other cores where there are any, and a projection for 16
+cores. ``--profile`` runs the smtpd-trio launcher alone under cProfile through the persistent
 load and prints the top entries by cumulative and by own time.
 """
 
@@ -96,6 +98,7 @@ FD_WANTED: Final = 65_536
 FD_SPARE: Final = 200
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 BUSY: Final = 0.85  # a process using this much of a core (or more) is what limits a load
+PROJECTED_CORES: Final = 16
 
 TRIO_LAUNCHER: Final = '''\
 """smtpd-trio for the benchmark: the Sink handler, logging at WARNING, optional cProfile."""
@@ -298,6 +301,7 @@ class Settings:
     cache: Path
     servers: tuple[str, ...]
     loads: frozenset[str]
+    scaling: int | None  # N for --workers N, or None: no scaling section
 
     def count(self, load: str) -> int:
         return {
@@ -346,11 +350,13 @@ class Result:
 
 @dataclasses.dataclass(frozen=True)
 class ServerPlan:
-    """How to start one server: its command, and whether HAProxy sits in front of it."""
+    """How to start one server: its command, HAProxy in front or not, workers and pinning."""
 
     name: str
     key: str
     haproxy: str | None = None  # None, "plain" or "v2"
+    workers: int | None = None  # the CLI's --workers, when given
+    cpus: tuple[int, ...] | None = None  # pinned to these CPUs (taskset), or not pinned
 
 
 COMMANDS: list[str] = []
@@ -474,6 +480,25 @@ def status_kib(pid: int, key: str) -> int | None:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return None
+
+
+def listeners_on(port: int) -> int:
+    """How many sockets listen on a TCP port (several with SO_REUSEPORT workers)."""
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (
+                len(fields) > 3
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                count += 1
+    return count
 
 
 def run(
@@ -600,8 +625,10 @@ class Running:
     workers: int = 1
 
 
-def wait_ready(port: int, deadline: float, procs: Sequence[subprocess.Popen[bytes]]) -> bool:
-    """True once a client gets a 220 banner on the port."""
+def wait_ready(
+    port: int, deadline: float, procs: Sequence[subprocess.Popen[bytes]], listeners: int = 1
+) -> bool:
+    """True once a client gets a 220 banner on the port and ``listeners`` sockets listen."""
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             return False
@@ -611,7 +638,8 @@ def wait_ready(port: int, deadline: float, procs: Sequence[subprocess.Popen[byte
                     s.sendall(b"QUIT\r\n")
                     with contextlib.suppress(OSError):
                         s.recv(512)
-                    return True
+                    if listeners_on(port) >= listeners:
+                        return True
         except OSError:
             pass
         time.sleep(0.1)
@@ -643,7 +671,7 @@ def serving(
     logs.mkdir(parents=True, exist_ok=True)
     try:
         port = free_port()
-        argv = plan_argv(plan, port, settings)
+        argv = pinned(plan_argv(plan, port, settings), plan.cpus)
         note_command(argv, port)
         env = smtpd_trio_env() if plan.key.startswith(("smtpd-trio", "floor")) else None
         with (logs / f"{plan.key}.log").open("ab") as log:
@@ -684,7 +712,9 @@ def serving(
                         start_new_session=True,
                     )
                 )
-        if not wait_ready(client_port, time.monotonic() + START_TIMEOUT, procs):
+        workers = plan.workers or 1
+        listeners = workers if plan.haproxy is None else 1
+        if not wait_ready(client_port, time.monotonic() + START_TIMEOUT, procs, listeners):
             say(f"{plan.name}: did not come up; see {logs}")
             yield None
             return
@@ -692,6 +722,7 @@ def serving(
             pid=procs[0].pid,
             port=client_port,
             proxy_pid=procs[1].pid if len(procs) > 1 else None,
+            workers=workers,
         )
     finally:
         for proc in reversed(procs):
@@ -710,7 +741,10 @@ def plan_argv(plan: ServerPlan, port: int, settings: Settings) -> list[str]:
         return [sys.executable, str(cache / "trio_floor.py"), str(port)]
     if plan.key == "smtpd-trio-cli":
         argv = [sys.executable, "-m", "smtpd_trio", "--handler", "sink", "--port", str(port)]
-        return [*argv, "--max-connections", str(MAX_CONNECTIONS)]
+        argv += ["--max-connections", str(MAX_CONNECTIONS)]
+        if plan.workers is not None:
+            argv += ["--workers", str(plan.workers)]
+        return argv
     argv = [sys.executable, str(cache / "smtpd_trio_sink.py"), "--port", str(port)]
     if plan.haproxy == "v2":
         argv.append("--proxy-protocol")
@@ -1508,6 +1542,145 @@ def profile(settings: Settings, fd_limit: int, shape: LoadShape) -> None:
         say(out.getvalue().split("\n\n", 1)[-1].rstrip())
 
 
+# ---- --workers scaling ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ScalingRow:
+    workers: int
+    pinning: str
+    sessions: int
+    loads: dict[str, LoadRun] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def workers_scaling(settings: Settings, fd_limit: int, postfix: bool) -> list[ScalingRow]:
+    """The CLI with --workers 1, then --workers N; the load pinned to other CPUs if any."""
+    cpus = usable_cpus()
+    most = settings.scaling or len(cpus)
+    # SO_REUSEPORT spreads connections by a hash: give each worker about ten of them.
+    sessions = max(settings.sessions, 10 * most)
+    rows: list[ScalingRow] = []
+    for workers in sorted({1, most}):
+        server_cpus: tuple[int, ...] | None = None
+        load_cpus: tuple[int, ...] | None = None
+        if TASKSET is None:
+            pinning = "not pinned: taskset is not installed"
+        elif workers < len(cpus):
+            server_cpus, load_cpus = tuple(cpus[:workers]), tuple(cpus[workers:])
+            pinning = (
+                f"workers on CPU {','.join(map(str, server_cpus))}, "
+                f"load generator on CPU {','.join(map(str, load_cpus))}"
+            )
+        else:
+            pinning = (
+                f"not pinned: {workers} workers on {len(cpus)} CPUs leave none for the load "
+                "generator, which shares them with the workers"
+            )
+        shape = LoadShape(sessions, settings.client_procs, load_cpus, len(cpus))
+        plan = ServerPlan(
+            f"smtpd-trio CLI --workers {workers}",
+            "smtpd-trio-cli",
+            workers=workers,
+            cpus=server_cpus,
+        )
+        row = ScalingRow(workers, pinning, sessions)
+        rows.append(row)
+        say(f"--- {plan.name} ({pinning})")
+        with serving(plan, settings, fd_limit) as server:
+            if server is None:
+                row.notes.append("did not start")
+                continue
+            warm_up(server, settings, shape, postfix)
+            row.loads = run_loads(server, settings, shape, postfix, row.notes)
+    return rows
+
+
+def rate_of(loads: dict[str, LoadRun], load: str) -> float | None:
+    run = loads.get(load)
+    return None if run is None else run.rate
+
+
+def cpu_of(loads: dict[str, LoadRun], load: str) -> float | None:
+    run = loads.get(load)
+    return None if run is None else run.server_cpu
+
+
+def report_scaling(rows: list[ScalingRow], settings: Settings) -> None:
+    cpus = usable_cpus()
+    say("")
+    say(
+        f"== --workers scaling: smtpd-trio CLI (default settings), {rows[0].sessions} "
+        f"connections for every load, {len(cpus)} CPUs usable =="
+    )
+    for row in rows:
+        say(f"--workers {row.workers}: {row.pinning}")
+    header = ["workers", *(rate_label(k) for k in LOADS)]
+    header += [f"CPU s/1k ({LOAD_LABELS[k]})" for k in LOADS]
+    header.append("limited by (persistent)")
+    body = [
+        [
+            str(row.workers),
+            *(fmt(rate_of(row.loads, k), ",.0f") for k in LOADS),
+            *(fmt(cpu_of(row.loads, k), ".3f") for k in LOADS),
+            row.loads["persistent"].bound if "persistent" in row.loads else "—",
+        ]
+        for row in rows
+    ]
+    say(markdown_table(header, body))
+    if len(rows) == 2:
+        one, many = rows
+        gains = [
+            f"{LOAD_LABELS[k]} {ratio(rate_of(many.loads, k), rate_of(one.loads, k))}"
+            for k in LOADS
+        ]
+        say(f"--workers {many.workers} against --workers 1: " + ", ".join(gains))
+        if many.workers >= len(cpus):
+            say(
+                f"  (the {many.workers}-worker figure is not a scaling figure on this machine: "
+                "the load generator had no core of its own)"
+            )
+    for row in rows:
+        for text in row.notes:
+            say(f"--workers {row.workers}: {text}")
+    one = rows[0]
+    lines = []
+    for k in LOADS:
+        run = one.loads.get(k)
+        if run is None or not run.server_cpu:
+            continue
+        per_core = 1000 / run.server_cpu
+        shared = None if run.client_cpu is None else 1000 / (run.server_cpu + run.client_cpu)
+        lines.append(
+            [
+                rate_label(k),
+                f"{per_core:,.0f}",
+                f"{run.server_busy or 0:.2f}",
+                f"{PROJECTED_CORES * per_core:,.0f}",
+                fmt(None if shared is None else PROJECTED_CORES * shared, ",.0f"),
+            ]
+        )
+    if lines:
+        say("")
+        say(f"== PROJECTION for {PROJECTED_CORES} cores (arithmetic, not a measurement) ==")
+        say(
+            "per core = 1,000 / the server CPU s per 1k of --workers 1; "
+            f"{PROJECTED_CORES} workers = {PROJECTED_CORES} x that, with the load generator on "
+            f"other machines; shared = {PROJECTED_CORES} cores / (server + load generator CPU per "
+            "message), with it on the same box. It assumes the workers scale linearly (they "
+            "share nothing but the listening port), enough connections per worker for "
+            "SO_REUSEPORT to spread them, and a load generator that is not itself the limit."
+        )
+        header = [
+            "load",
+            "per core (1 worker)",
+            "worker busy cores",
+            f"{PROJECTED_CORES} workers",
+            f"{PROJECTED_CORES} cores shared",
+        ]
+        say(markdown_table(header, lines))
+
+
 # ---- report --------------------------------------------------------------------------------
 
 
@@ -1781,7 +1954,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, bool]:
             Examples:
               nox -s bench
               nox -s bench -- --quick
+              nox -s bench -- --workers-scaling
               python bench/run.py --servers smtpd-trio-cli,aiosmtpd --loads persistent
+              python bench/run.py --servers none --workers-scaling 2
               python bench/run.py --profile
             """
         ),
@@ -1815,6 +1990,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, bool]:
     p.add_argument(
         "--loads", default=",".join(LOADS), help=f"comma-separated subset of {','.join(LOADS)}"
     )
+    p.add_argument(
+        "--workers-scaling",
+        type=int,
+        nargs="?",
+        const=0,
+        metavar="N",
+        help="also run the CLI with --workers 1 and --workers N (default N: the usable cores)",
+    )
     p.add_argument("--cache", type=Path, default=ROOT / ".bench-cache", help="cache directory")
     p.add_argument("--profile", action="store_true", help="profile smtpd-trio (persistent load)")
     args = p.parse_args(argv)
@@ -1843,6 +2026,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, bool]:
         cache=args.cache.resolve(),
         servers=servers,
         loads=loads,
+        scaling=args.workers_scaling,
     )
     return settings, bool(args.profile)
 
@@ -1909,19 +2093,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(measure(plan, settings, fd_limit, postfix, shape))
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             results.append(Result(plan.name, plan.key, notes=[f"could not run: {exc}"]))
+    scaling: list[ScalingRow] = []
+    if settings.scaling is not None:
+        try:
+            scaling = workers_scaling(settings, fd_limit, postfix)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            say(f"--workers scaling could not run: {exc}")
     say("")
     say("== machine ==")
     for fact in machine_facts(aiosmtpd_python, postfix):
         say(fact)
     if results:
         report(results, settings)
+    if scaling:
+        report_scaling(scaling, settings)
     say("")
     say("== commands ==")
     for line in COMMANDS:
         say(f"  {line}")
     say(f"\ntotal time: {time.monotonic() - started:.0f} s")
     measured = any(r.loads or r.idle_kib or r.p50_ms for r in results)
-    return 0 if measured else 1
+    return 0 if measured or any(row.loads for row in scaling) else 1
 
 
 if __name__ == "__main__":
