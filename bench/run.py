@@ -2113,7 +2113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"  {line}")
     say(f"\ntotal time: {time.monotonic() - started:.0f} s")
     measured = any(r.loads or r.idle_kib or r.p50_ms for r in results)
-    return 0 if measured or any(row.loads for row in scaling) else 1
+    if measured or any(row.loads for row in scaling):
+        return 0
+    say("nothing could be measured")
+    return 1
 
 
 if __name__ == "__main__":
