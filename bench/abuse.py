@@ -2,7 +2,7 @@
 """Abuse benchmark: smtpd-trio and aiosmtpd 1.4.6 under the attacks an open port gets.
 
 Run it with ``nox -s abuse`` (or ``python bench/abuse.py`` where smtpd-trio is importable);
-``--quick`` for a run of about a minute. Standard library only; aiosmtpd 1.4.6 is installed into
+``--quick`` for a run of a minute or two. Standard library only; aiosmtpd 1.4.6 is installed into
 ``.bench-cache/aiosmtpd-venv`` the way ``bench/run.py`` does it (its code, imported).
 
 Each attack runs against a fresh server process on a loopback port, one server at a time:
@@ -1232,7 +1232,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent(
             """\
-            The full run takes about ten minutes; --quick about one (defaults in brackets).
+            The full run takes about ten minutes, --quick one or two; [full; quick] defaults.
             Examples:
               nox -s abuse
               nox -s abuse -- --quick
