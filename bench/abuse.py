@@ -222,6 +222,7 @@ class Settings:
     cache: Path
     keep: bool
     quick: bool
+    json: Path | None
 
 
 ALL_ATTACKS: Final = ("slow-data", "slow-line", "slow-noop", "idle", "parked", "large")
@@ -1221,6 +1222,19 @@ def report(rows: list[Row], settings: Settings, facts: list[str], started: float
     for line in COMMANDS:
         say(f"  {line}")
     say(f"\ntotal time: {time.monotonic() - started:.0f} s")
+    say(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if settings.json is not None:
+        document = {
+            "machine": facts,
+            "settings": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(settings).items()
+            },
+            "commands": COMMANDS,
+            "rows": [dataclasses.asdict(r) for r in rows],
+        }
+        settings.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        say(f"results written to {settings.json}")
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -1275,6 +1289,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ramp", type=int, default=200, help="attackers handshaking at once [200]")
     p.add_argument("--cache", type=Path, default=ROOT / ".bench-cache", help="cache directory")
     p.add_argument("--keep", action="store_true", help="keep the maildirs under the cache")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--probe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -1321,6 +1336,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         cache=args.cache.resolve(),
         keep=bool(args.keep),
         quick=quick,
+        json=args.json,
     )
 
 
