@@ -1168,10 +1168,14 @@ def machine_facts(aiosmtpd: Path | None) -> list[str]:
                 model = line.split(":", 1)[1].strip()
                 break
     commit = first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    package = first_line(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %cs", "--", "smtpd_trio"]
+    )
     facts = [
         f"CPU: {model}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; "
         f"load average at the start {os.getloadavg()[0]:.2f}",
-        f"Python {platform.python_version()}; smtpd-trio at {commit}",
+        f"Python {platform.python_version()}; smtpd-trio at {commit} (smtpd_trio/ last "
+        f"changed in {package})",
     ]
     if aiosmtpd is not None:
         version = "import sys, aiosmtpd; print(aiosmtpd.__version__, sys.version.split()[0])"
@@ -1356,12 +1360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     aiosmtpd = ensure_aiosmtpd(settings.cache) if "aiosmtpd" in settings.servers else None
     servers = [s for s in settings.servers if s != "aiosmtpd" or aiosmtpd is not None]
     say(f"file descriptors: {fd_limit:,}; cache: {settings.cache}")
+    facts = machine_facts(aiosmtpd)  # now, for the load average at the start
     rows = [
         run_one(attack, name, settings, aiosmtpd)
         for attack in build_attacks(settings)
         for name in servers
     ]
-    report(rows, settings, machine_facts(aiosmtpd), started)
+    report(rows, settings, facts, started)
     return 0 if any(r.client != "—" for r in rows) else 1
 
 

@@ -233,10 +233,14 @@ def machine_facts() -> list[str]:
                 model = line.split(":", 1)[1].strip()
                 break
     commit = first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    package = first_line(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %cs", "--", "smtpd_trio"]
+    )
     return [
         f"CPU: {model}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; "
         f"load average at the start {os.getloadavg()[0]:.2f}",
-        f"Python {platform.python_version()}; smtpd-trio at {commit}",
+        f"Python {platform.python_version()}; smtpd-trio at {commit} (smtpd_trio/ last "
+        f"changed in {package})",
     ]
 
 
