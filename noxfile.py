@@ -1,4 +1,4 @@
-"""Development tasks: ``nox -s tests lint typecheck docs bench``."""
+"""Development tasks: ``nox -s tests lint typecheck docs bench``; by hand: ``abuse``, ``soak``."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON[0])
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package, the tests and the examples."""
+    """mypy --strict over the package, the tests, the examples and the abuse and soak scripts."""
     session.install("-e", ".[test,crc32c]", "mypy")
     session.run("mypy")
+    session.run("mypy", "--strict", "bench/abuse.py", "bench/soak.py", "bench/serverproc.py")
 
 
 @nox.session(python=PYTHON[0])
@@ -46,3 +47,19 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[crc32c]")
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/large_message.py")
+
+
+@nox.session(python=PYTHON[0])
+def abuse(session: nox.Session) -> None:
+    """Attacks on an open port, smtpd-trio beside aiosmtpd (docs/abuse.md); ``-- --quick`` for
+    a short run. Prints a table, never fails on a figure."""
+    session.install("-e", ".")
+    session.run("python", "bench/abuse.py", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def soak(session: nox.Session) -> None:
+    """A million messages through the Maildir handler (docs/abuse.md); ``-- --messages N`` for
+    fewer. Fails if a 250 is not a stored file, a file has no 250, or RSS grows."""
+    session.install("-e", ".")
+    session.run("python", "bench/soak.py", *session.posargs)
