@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import io
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,42 @@ async def test_maildir_stores_nothing_for_a_message_refused_by_size(tmp_path: Pa
         assert (reply.code, reply.enhanced) == (552, "5.3.4")
     assert files(tmp_path / "new") == []
     assert files(tmp_path / "tmp") == []
+
+
+def test_maildir_removes_left_over_tmp_files_older_than_36_hours(tmp_path: Path) -> None:
+    (tmp_path / "tmp").mkdir()
+    old = tmp_path / "tmp" / "1.M1P1Q1.host"
+    young = tmp_path / "tmp" / "2.M2P2Q2.host"
+    old.write_bytes(b"half a message")
+    young.write_bytes(b"being written by another process")
+    long_ago = time.time() - 37 * 3600
+    os.utime(old, (long_ago, long_ago))
+    handler = Maildir(tmp_path)
+    assert handler.removed_stale == 1
+    assert files(tmp_path / "tmp") == [young]
+    assert Maildir(tmp_path, stale_after=0).removed_stale == 1
+    assert files(tmp_path / "tmp") == []
+
+
+async def test_maildir_writes_header_and_message_even_in_small_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # writev may write less than asked: the rest must follow, in order, whatever the split.
+    real_writev = os.writev
+
+    def stingy_writev(fd: int, buffers: list[memoryview]) -> int:
+        return real_writev(fd, [buffers[0][:7]])
+
+    monkeypatch.setattr(os, "writev", stingy_writev)
+    handler = Maildir(tmp_path)
+    body = b"".join(b"line %d\r\n" % i for i in range(500))
+    async with open_test_session(handler) as client:
+        assert (await client.command("EHLO client.example")).code == 250
+        assert (await client.sendmail("a@example.com", ["b@example.org"], body)).code == 250
+    (stored,) = files(tmp_path / "new")
+    data = stored.read_bytes()
+    assert data.startswith(b"Received: from client.example ")
+    assert data.endswith(b"\r\n" + body)
 
 
 def test_from_spec_builds_each_handler(tmp_path: Path) -> None:
