@@ -10,15 +10,18 @@ import queue
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from smtpd_trio.cli import _size
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
@@ -44,6 +47,20 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def assert_one_line_error(args: Sequence[str], *words: str) -> str:
+    """Exit status 2, nothing on stdout, one ``smtpd-trio: error:`` line with every word."""
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("smtpd-trio: error: ")
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -54,19 +71,98 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["--timeout", "nan"], "--timeout"),
         (["--handler", "nope"], "nope"),
         (["--handler", "maildir"], "maildir"),
-        (["--hostname", "a b"], "hostname"),
         (["--log-format", "xml"], "--log-format"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
-    result = run_cli(*args)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("smtpd-trio: error: ")
-    assert words in lines[0]
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(args, words)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--hostname", "a b"],
+            "argument --hostname: must be a non-empty name without spaces, not 'a b'",
+        ),
+        (["--host", "256.1.1.1"], "argument --host: not an IPv4 address: '256.1.1.1'"),
+        (["--host", "[::1]"], "argument --host: write IPv6 addresses without brackets: '[::1]'"),
+        (["--host", "::g"], "argument --host: not an IPv6 address: '::g'"),
+        (["--host", " "], "argument --host: empty: give an address or a host name"),
+        (
+            ["--max-message-size", "10X"],
+            "argument --max-message-size: not a size (bytes, or a whole number with K, M or "
+            "G, as in 10M): '10X'",
+        ),
+        (
+            ["--max-message-size", "-1"],
+            "argument --max-message-size: not a size (bytes, or a whole number with K, M or "
+            "G, as in 10M): '-1'",
+        ),
+        (["--untrusted-proxy-peers", "direct"], "--untrusted-proxy-peers needs --proxy-protocol"),
+        (["--trusted-proxy", "10.0.0.0/8"], "--trusted-proxy needs --proxy-protocol"),
+        (["--proxy-timeout", "3"], "--proxy-timeout needs --proxy-protocol"),
+        (
+            ["--proxy-protocol"],
+            "--proxy-protocol needs --trusted-proxy CIDR (the load balancers' networks) or "
+            "--untrusted-proxy-peers direct: otherwise every connection is refused",
+        ),
+        (
+            ["--proxy-protocol", "--trusted-proxy", "10.0.0.1/8"],
+            "argument --trusted-proxy: '10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)",
+        ),
+        (
+            ["--proxy-protocol", "--trusted-proxy", "bogus"],
+            "argument --trusted-proxy: 'bogus' is not an address or CIDR network",
+        ),
+        (
+            ["--proxy-protocol", "--trusted-proxy", "unix"],
+            "argument --trusted-proxy: 'unix' is for UNIX-socket listeners; the command line "
+            "listens on TCP only",
+        ),
+        (
+            ["--handler", "nope"],
+            "argument --handler: unknown handler 'nope': choose debugging, sink or maildir:DIR",
+        ),
+    ],
+)
+def test_bad_option_names_itself(args: list[str], line: str) -> None:
+    assert assert_one_line_error(args) == f"smtpd-trio: error: {line}"
+
+
+def test_maildir_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    line = assert_one_line_error(["--handler", f"maildir:{blocker}/box"], "argument --handler")
+    assert str(blocker) in line
+
+
+def _busy_socket() -> socket.socket:
+    """A listening socket on a free loopback port, as another server would hold it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_busy_port_is_one_line_naming_the_address(workers: list[str]) -> None:
+    with _busy_socket() as busy:
+        port = busy.getsockname()[1]
+        line = assert_one_line_error(["--port", str(port), *workers])
+    assert line.startswith(f"smtpd-trio: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "Errno" not in line
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="binds 127.0.0.2")
+def test_second_host_that_cannot_be_bound_is_the_one_named() -> None:
+    with _busy_socket() as busy:
+        port = busy.getsockname()[1]
+        # 127.0.0.2 is free (all of 127/8 is loopback on Linux); 127.0.0.1 is taken.
+        line = assert_one_line_error(
+            ["--host", "127.0.0.2", "--host", "127.0.0.1", "--port", str(port)]
+        )
+    assert line.startswith(f"smtpd-trio: error: cannot listen on 127.0.0.1:{port}: ")
 
 
 class Server:
@@ -187,8 +283,6 @@ def test_json_logs_carry_the_connection_id(tmp_path: Path) -> None:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -219,3 +313,43 @@ def test_workers_need_a_fixed_port() -> None:
     result = run_cli("--port", "0", "--workers", "2")
     assert result.returncode == 2
     assert result.stderr.strip() == "smtpd-trio: error: --workers needs a fixed --port, not 0"
+
+
+@pytest.mark.parametrize(
+    ("size", "advertised", "limit"),
+    [("10M", "10485760", 10 * 1024 * 1024), ("512K", "524288", 512 * 1024), ("0", "", None)],
+)
+def test_max_message_size_takes_k_m_g_and_0_for_no_limit(
+    size: str, advertised: str, limit: int | None
+) -> None:
+    line = b"x" * 998 + b"\r\n"
+    with cli_server("--handler", "sink", "--max-message-size", size) as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+            smtp.ehlo("client.example")
+            assert smtp.esmtp_features["size"] == advertised
+            if limit is None:
+                # Beyond the default limit (10240000 octets): accepted.
+                big = b"Subject: big\r\n\r\n" + line * (10_240_000 // len(line) + 100)
+                assert smtp.sendmail("a@example.com", ["b@example.org"], big) == {}
+            elif limit < 1024 * 1024:
+                big = b"Subject: big\r\n\r\n" + line * (limit // len(line) + 1)
+                with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                    smtp.sendmail("a@example.com", ["b@example.org"], big)
+                assert refused.value.smtp_code == 552
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("10240000", 10_240_000),
+        ("512K", 512 * 1024),
+        ("512k", 512 * 1024),
+        ("10M", 10 * 1024 * 1024),
+        ("1G", 1024**3),
+        (" 2m ", 2 * 1024 * 1024),
+    ],
+)
+def test_size_values(text: str, value: int) -> None:
+    assert _size(text) == value
