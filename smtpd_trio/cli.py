@@ -43,6 +43,13 @@ PROG: Final = "smtpd-trio"
 # Logging
 # ---------------------------------------------------------------------------------------------
 
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
 _CONNECTION_ID: Final = re.compile(r"\[([0-9a-f]+)\] ")
 
 
@@ -208,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=_seconds, metavar="SECONDS", help="command timeout (default 300)"
     )
+    p.add_argument(
+        "--ignored-host",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="client network or address (health checkers) served without on_connect and "
+        "without connection log lines; repeat for several",
+    )
     proxy = p.add_argument_group("PROXY protocol (behind HAProxy, nginx or a cloud load balancer)")
     proxy.add_argument(
         "--proxy-protocol",
@@ -264,12 +279,43 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="bind with SO_REUSEPORT so other processes may listen on the same port",
     )
-    p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="debug logging (every refused command)"
+    logs = p.add_argument_group("logging (to standard error)")
+    level = logs.add_mutually_exclusive_group()
+    level.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug logging (every refused command); the same as --log-level debug",
     )
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    level.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only; the same as --log-level warning",
+    )
+    level.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=list(_LEVELS),
+        help="the least severe level logged (default: info)",
+    )
+    logs.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines (default) or one JSON object per line",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def _log_level(args: argparse.Namespace) -> int:
+    if args.verbose:
+        return logging.DEBUG
+    if args.quiet:
+        return logging.WARNING
+    return _LEVELS[args.log_level or "info"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,6 +437,8 @@ def _config(args: argparse.Namespace) -> Config:
         fields["max_connections"] = args.max_connections
     if args.timeout is not None:
         fields["command_timeout"] = args.timeout
+    if args.ignored_host:
+        fields["ignored_hosts"] = args.ignored_host
     if args.proxy_protocol:
         fields["proxy_protocol"] = True
     if args.trusted_proxy:
@@ -609,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if problem is not None:
             parser.error(problem)
         sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
-    _setup_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
+    _setup_logging(_log_level(args), args.log_format)
     server = SMTPServer(handler, config=config)
     try:
         trio.run(_run, server, hosts, args.port, args.reuse_port)

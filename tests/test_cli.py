@@ -121,8 +121,31 @@ def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
             "listens on TCP only",
         ),
         (
+            ["--ignored-host", "health-checker"],
+            "argument --ignored-host: 'health-checker' is not an address or CIDR network",
+        ),
+        (
+            ["--ignored-host", "192.0.2.1/24"],
+            "argument --ignored-host: '192.0.2.1/24' has host bits set (did you mean "
+            "192.0.2.0/24?)",
+        ),
+        (
             ["--handler", "nope"],
             "argument --handler: unknown handler 'nope': choose debugging, sink or maildir:DIR",
+        ),
+        (["-v", "-q"], "argument -q/--quiet: not allowed with argument -v/--verbose"),
+        (
+            ["--quiet", "--log-level", "debug"],
+            "argument --log-level: not allowed with argument -q/--quiet",
+        ),
+        (
+            ["--log-level", "info", "-v"],
+            "argument -v/--verbose: not allowed with argument --log-level",
+        ),
+        (
+            ["--log-level", "trace"],
+            "argument --log-level: invalid choice: 'trace' (choose from 'debug', 'info', "
+            "'warning', 'error')",
         ),
     ],
 )
@@ -168,9 +191,11 @@ def test_second_host_that_cannot_be_bound_is_the_one_named() -> None:
 class Server:
     """A running ``python -m smtpd_trio`` whose stderr lines are collected by a thread."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        """With ``port``, listen there and do not wait for ``listening on`` (which is not
+        logged below INFO); else listen on a free port and read it from that line."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtpd_trio", "--port", "0", *args],
+            [sys.executable, "-m", "smtpd_trio", "--port", str(port or 0), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -181,6 +206,9 @@ class Server:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        if port is not None:
+            self.port = port
+            return
         line = self.wait_for("listening on")
         match = LISTENING.search(line)
         assert match, line
@@ -209,6 +237,21 @@ class Server:
             if text in line:
                 return line
 
+    def connect(self, timeout: float = 15.0) -> smtplib.SMTP:
+        """An SMTP client connected to the server (greeted), retrying until it listens."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return smtplib.SMTP(
+                    "127.0.0.1", self.port, local_hostname="client.example", timeout=10
+                )
+            except ConnectionRefusedError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"exited with {self.proc.returncode}") from None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def stop(self) -> int:
         """SIGTERM, then the exit status; every stderr line is in ``lines`` afterwards."""
         self.proc.send_signal(signal.SIGTERM)
@@ -224,8 +267,8 @@ class Server:
 
 
 @contextmanager
-def cli_server(*args: str) -> Iterator[Server]:
-    server = Server(*args)
+def cli_server(*args: str, port: int | None = None) -> Iterator[Server]:
+    server = Server(*args, port=port)
     try:
         yield server
     finally:
@@ -353,3 +396,83 @@ def test_max_message_size_takes_k_m_g_and_0_for_no_limit(
 )
 def test_size_values(text: str, value: int) -> None:
     assert _size(text) == value
+
+
+@pytest.mark.parametrize(
+    "flags", [["-q"], ["--quiet"], ["--log-level", "warning"], ["--log-level", "WARNING"]]
+)
+def test_quiet_logs_warnings_only(flags: list[str]) -> None:
+    with cli_server(
+        "--handler", "sink", "--max-connections", "1", *flags, port=_free_port()
+    ) as server:
+        with server.connect() as first:  # holds the only connection slot
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as second:
+                assert second.recv(100).startswith(b"421 ")
+            server.wait_for("max_connections reached")
+            first.noop()
+        status = server.stop()
+    assert status == 0
+    assert server.lines
+    for line in server.lines:
+        assert " WARNING " in line, line  # no "listening on", no connection, no shutdown lines
+
+
+def test_log_level_error_hides_warnings() -> None:
+    args = ["--handler", "sink", "--max-connections", "1", "--log-level", "error"]
+    with cli_server(*args, port=_free_port()) as server:
+        with (
+            server.connect(),
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as second,
+        ):
+            # The warning is logged before the 421 is sent: it would be written by now.
+            assert second.recv(100).startswith(b"421 ")
+        status = server.stop()  # and anything logged is written before the process ends
+    assert status == 0
+    assert server.lines == []
+
+
+@pytest.mark.parametrize("flags", [["-v"], ["-vv"], ["--verbose"], ["--log-level", "debug"]])
+def test_debug_logs_refused_commands(flags: list[str]) -> None:
+    with cli_server("--handler", "sink", *flags) as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            assert smtp.docmd("FROBNICATE")[0] == 500
+        line = server.wait_for("FROBNICATE")
+        assert " DEBUG smtpd_trio.session: [" in line
+        assert "-> 500" in line
+        assert server.stop() == 0
+
+
+def test_info_does_not_log_refused_commands() -> None:
+    with cli_server("--handler", "sink", "--log-level", "info") as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            assert smtp.docmd("FROBNICATE")[0] == 500
+        server.wait_for("closed (quit)")
+        assert server.stop() == 0
+    assert not any("FROBNICATE" in line or " DEBUG " in line for line in server.lines)
+
+
+def test_ignored_host_logs_no_connection_lines() -> None:
+    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.1") as server:
+        deliver(server.port, b"Subject: health check\r\n\r\nx\r\n")
+        server.wait_for("accepted")  # the message itself is still logged
+        status = server.stop()  # the session has ended and its lines are written
+    assert status == 0
+    assert not any("connection from" in line for line in server.lines), server.lines
+    assert not any("closed (" in line for line in server.lines), server.lines
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="connects from 127.0.0.2")
+def test_ignored_host_is_only_the_given_network() -> None:
+    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.2/32") as server:
+        for source in ("127.0.0.2", "127.0.0.1"):
+            with smtplib.SMTP(
+                "127.0.0.1", server.port, timeout=10, source_address=(source, 0)
+            ) as smtp:
+                assert smtp.sendmail("a@example.com", ["b@example.org"], b"x\r\n") == {}
+        server.wait_for("closed (quit)")
+        status = server.stop()
+    assert status == 0
+    assert sum("accepted" in line for line in server.lines) == 2
+    assert sum("connection from 127.0.0.1:" in line for line in server.lines) == 1
+    assert not any("connection from 127.0.0.2" in line for line in server.lines)
+    assert sum("closed (quit)" in line for line in server.lines) == 1
