@@ -5,6 +5,11 @@ make (a bad value, a file that cannot be used, two options that do not go togeth
 that cannot be listened on) gets one line on stderr naming the option, file or address at
 fault, ``smtpd-trio: error: ...``, and exit status 2; never a traceback. SIGTERM or SIGINT
 starts a graceful shutdown, a second one stops at once.
+
+Logging is built to be cheap: records are formatted into a buffer that is written at most
+every :data:`LOG_FLUSH_INTERVAL` seconds (sooner when it fills), in whole lines of at most
+``PIPE_BUF`` bytes per write so that the lines of several workers sharing one pipe never
+interleave; and no record looks up the process, thread or task it comes from.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ import ipaddress
 import json
 import logging
 import re
+import select
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from typing import Final, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, NoReturn, Protocol, TextIO
 
 import trio
 
@@ -43,6 +50,13 @@ PROG: Final = "smtpd-trio"
 # Logging
 # ---------------------------------------------------------------------------------------------
 
+#: Buffered log lines are written at the latest this many seconds after the first of them.
+LOG_FLUSH_INTERVAL: Final = 0.1
+#: ... or as soon as this many characters are waiting.
+LOG_BUFFER_SIZE: Final = 64 * 1024
+#: Writes of at most this many bytes to a pipe are atomic (POSIX), so lines never interleave.
+_ATOMIC_WRITE: Final = getattr(select, "PIPE_BUF", 512)
+
 _LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -51,6 +65,25 @@ _LEVELS: Final = {
 }
 
 _CONNECTION_ID: Final = re.compile(r"\[([0-9a-f]+)\] ")
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-12-03 10:00:00,123 INFO smtpd_trio.session: [672b5a1] ...``, local time.
+
+    The date and time of day are formatted once per second, not once per record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
+            self._second = cached
+        return f"{cached[1]},{int(record.msecs):03d}"
 
 
 class JSONFormatter(logging.Formatter):
@@ -73,16 +106,146 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def _setup_logging(level: int, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def _line_chunks(data: bytes, limit: int) -> Iterator[bytes]:
+    """``data`` (whole lines) cut into pieces of whole lines of at most ``limit`` bytes; a
+    single longer line is a piece of its own."""
+    start = 0
+    while len(data) - start > limit:
+        cut = data.rfind(b"\n", start, start + limit) + 1
+        if cut <= start:
+            cut = data.find(b"\n", start + limit) + 1 or len(data)
+        yield data[start:cut]
+        start = cut
+    if start < len(data):
+        yield data[start:]
+
+
+class _BinaryStream(Protocol):
+    """The binary layer of a text stream: a buffered writer, or raw (``python -u``), whose
+    ``write`` may write less than asked, or nothing (None) when non-blocking and full."""
+
+    def write(self, data: memoryview, /) -> int | None: ...
+
+    def flush(self) -> object: ...
+
+
+class BufferedLogHandler(logging.Handler):
+    """Writes formatted records to ``stream`` in batches instead of one write per record.
+
+    A record is formatted and appended to a buffer: no system call. The buffer is written
+    when it holds ``capacity`` characters, ``interval`` seconds after the first record in it
+    (by a helper thread, so lines still come out while the event loop is busy), on
+    :meth:`flush`, and on :meth:`close` (``logging.shutdown()``, run at exit, calls both).
+    With a binary layer under ``stream`` (``sys.stderr.buffer``), each write is at most
+    ``PIPE_BUF`` bytes of whole lines, so processes sharing a pipe never cut each other's
+    lines. If the stream is gone (a closed pipe), the lines are dropped.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        interval: float = LOG_FLUSH_INTERVAL,
+        capacity: int = LOG_BUFFER_SIZE,
+    ) -> None:
+        super().__init__()
+        self._stream = stream
+        self._binary: _BinaryStream | None = getattr(stream, "buffer", None)
+        self._encoding: str = getattr(stream, "encoding", None) or "utf-8"
+        self._interval = interval
+        self._capacity = capacity
+        self._pending: list[str] = []
+        self._size = 0
+        self._closed = False
+        assert self.lock is not None  # created by logging.Handler.__init__
+        self._wakeup = threading.Condition(self.lock)
+        self._thread = threading.Thread(
+            target=self._flush_periodically, name="smtpd-trio log writer", daemon=True
+        )
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called by Handler.handle() with self.lock held.
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if self._size >= self._capacity:
+            self._write_pending()
+        elif len(self._pending) == 1:
+            # The first line of a batch: start the writer's clock (once per batch, not per
+            # record).
+            self._wakeup.notify()
+
+    def flush(self) -> None:
+        with self._wakeup:
+            self._write_pending()
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._write_pending()
+            self._closed = True
+            self._wakeup.notify()
+        # No join: logging.shutdown() calls this with the lock held, and the writer needs the
+        # lock to see that it is closed. It ends as soon as the lock is free.
+        super().close()
+
+    def _flush_periodically(self) -> None:
+        with self._wakeup:
+            while not self._closed:
+                if not self._pending:
+                    self._wakeup.wait()
+                    continue
+                self._wakeup.wait(self._interval)
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        data = "".join(self._pending)
+        self._pending.clear()
+        self._size = 0
+        try:
+            if self._binary is None:
+                self._stream.write(data)
+                self._stream.flush()
+                return
+            self._stream.flush()  # whatever was written as text goes first
+            for chunk in _line_chunks(
+                data.encode(self._encoding, "backslashreplace"), _ATOMIC_WRITE
+            ):
+                view = memoryview(chunk)
+                while view:
+                    written = self._binary.write(view)
+                    if written is None:  # non-blocking and full: drop the rest
+                        break
+                    view = view[written:]
+                self._binary.flush()
+        except (OSError, ValueError):
+            pass  # standard error is gone (a closed pipe or file): nowhere left to say so
+
+
+def _setup_logging(level: int, fmt: str) -> BufferedLogHandler:
+    """Log the ``smtpd_trio`` loggers to stderr at ``level``, as ``text`` or ``json``."""
+    # What a record would otherwise look up each time, and none of our formats show: the
+    # process id (a system call), the thread, the multiprocessing process, the asyncio task,
+    # and the caller's file and line (a walk up the stack).
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
+    logging._srcfile = None
+    handler = BufferedLogHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("smtpd_trio")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    return handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,6 +720,7 @@ async def _run(
     hosts: Sequence[str],
     port: int,
     reuse_port: bool,
+    flush_logs: Callable[[], None],
 ) -> None:
     # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
     # appears must start a graceful shutdown, not kill the process with the default action.
@@ -564,6 +728,7 @@ async def _run(
         listeners = await _open_listeners(hosts, port, reuse_port)
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+        flush_logs()  # supervisors and tests wait for this line: no batching delay
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
@@ -657,14 +822,18 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if problem is not None:
             parser.error(problem)
         sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
-    _setup_logging(_log_level(args), args.log_format)
+    logs = _setup_logging(_log_level(args), args.log_format)
     server = SMTPServer(handler, config=config)
     try:
-        trio.run(_run, server, hosts, args.port, args.reuse_port)
+        trio.run(_run, server, hosts, args.port, args.reuse_port, logs.flush)
     except _CannotListen as exc:
+        logs.flush()
         parser.error(str(exc))
     except OSError as exc:
+        logs.flush()
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     except KeyboardInterrupt:
         parser.exit(130)
+    finally:
+        logs.flush()
     sys.exit(0)

@@ -476,3 +476,19 @@ def test_ignored_host_is_only_the_given_network() -> None:
     assert sum("connection from 127.0.0.1:" in line for line in server.lines) == 1
     assert not any("connection from 127.0.0.2" in line for line in server.lines)
     assert sum("closed (quit)" in line for line in server.lines) == 1
+
+
+def test_second_signal_stops_at_once_and_every_line_is_written() -> None:
+    with cli_server("--handler", "sink") as server:
+        smtp = smtplib.SMTP("127.0.0.1", server.port, timeout=10)
+        try:
+            smtp.ehlo("client.example")
+            smtp.mail("a@example.com")  # an open transaction: a graceful shutdown waits for it
+            server.proc.send_signal(signal.SIGTERM)
+            server.wait_for("graceful shutdown")
+            status = server.stop()  # the second SIGTERM
+        finally:
+            smtp.close()
+    assert status == 0
+    assert any("second SIGTERM: stopping now" in line for line in server.lines)
+    assert server.lines[-1].endswith("INFO smtpd_trio.cli: stopped")
