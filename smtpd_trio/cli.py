@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final, NoReturn, Protocol, TextIO
 
 import trio
@@ -65,12 +65,18 @@ _LEVELS: Final = {
 }
 
 _CONNECTION_ID: Final = re.compile(r"\[([0-9a-f]+)\] ")
+#: Keys of a JSON log line that structured fields (``extra={"smtpd": {...}}``) never replace.
+_RESERVED_KEYS: Final = frozenset({"time", "level", "logger", "message", "exception", "stack"})
+_NO_FIELDS: Final[Mapping[object, object]] = {}
+#: One encoder for every record (json.dumps with options would build one per call).
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 class TextFormatter(logging.Formatter):
     """``2026-12-03 10:00:00,123 INFO smtpd_trio.session: [672b5a1] ...``, local time.
 
-    The date and time of day are formatted once per second, not once per record.
+    Structured fields (``record.smtpd``) are not shown: the message text says it all. The
+    date and time of day are formatted once per second, not once per record.
     """
 
     def __init__(self) -> None:
@@ -87,23 +93,61 @@ class TextFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the connection id if any."""
+    """One JSON object per line.
+
+    Keys: ``time`` (RFC 3339, UTC, milliseconds: ``2026-12-03T10:00:00.123Z``), ``level``,
+    ``logger``, then the structured fields the record carries as ``extra={"smtpd": {...}}``
+    (``connection_id``, ``client``, ``event``, ``sender``, ``recipients``, ``size``,
+    ``reply_code``, ``reason``; they never replace ``time``, ``level``, ``logger``,
+    ``message``, ``exception`` or ``stack``), then ``message``, and ``exception`` (the
+    traceback) when there is one.
+
+    Without a structured ``connection_id``, a leading ``[id] `` in the message is taken as the
+    connection id. A leading ``[id] `` naming the connection id is cut from ``message``. Values
+    that JSON cannot represent are written as their ``str()``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
+
+    def rfc3339(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         entry: dict[str, object] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": self.rfc3339(record),
             "level": record.levelname.lower(),
             "logger": record.name,
         }
+        given = getattr(record, "smtpd", None)
+        fields: Mapping[object, object] = (
+            _NO_FIELDS if given is None or not isinstance(given, Mapping) else given
+        )
+        connection_id = fields.get("connection_id")
         m = _CONNECTION_ID.match(message)
-        if m:
-            entry["connection_id"] = m.group(1)
+        if m and (connection_id is None or str(connection_id) == m.group(1)):
             message = message[m.end() :]
+            if connection_id is None:
+                connection_id = m.group(1)
+        if connection_id is not None:
+            entry["connection_id"] = connection_id
+        if fields:
+            for key, value in fields.items():
+                if isinstance(key, str) and key not in _RESERVED_KEYS and key not in entry:
+                    entry[key] = value
         entry["message"] = message
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return _JSON.encode(entry)
 
 
 def _line_chunks(data: bytes, limit: int) -> Iterator[bytes]:

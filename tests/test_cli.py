@@ -25,6 +25,7 @@ from smtpd_trio.cli import _size
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+RFC3339_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGTERM")
 
@@ -315,6 +316,7 @@ def test_json_logs_carry_the_connection_id(tmp_path: Path) -> None:
     assert status == 0
     entries = [json.loads(line) for line in server.lines]
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    assert all(RFC3339_UTC_MS.fullmatch(entry["time"]) for entry in entries), entries
     connection = [e for e in entries if e["message"].startswith("connection from 127.0.0.1")]
     assert len(connection) == 1
     cid = connection[0]["connection_id"]
@@ -492,3 +494,56 @@ def test_second_signal_stops_at_once_and_every_line_is_written() -> None:
     assert status == 0
     assert any("second SIGTERM: stopping now" in line for line in server.lines)
     assert server.lines[-1].endswith("INFO smtpd_trio.cli: stopped")
+
+
+STRUCTURED_LOGGING = """
+import logging
+from smtpd_trio.cli import _setup_logging
+
+_setup_logging(logging.INFO, "json")
+log = logging.getLogger("smtpd_trio.session")
+log.info(
+    "[5eed1] message 5eed1.1 accepted: from=<a@example.com> rcpts=1 size=42",
+    extra={"smtpd": {
+        "connection_id": "5eed1", "event": "message-accepted", "sender": "a@example.com",
+        "recipients": ["b@example.org"], "size": 42, "reply_code": 250, "level": "bogus",
+    }},
+)
+log.debug("not at INFO")
+log.warning("[5eed1] too many errors; closing")
+"""
+
+
+def test_json_structured_fields_through_the_cli_logging() -> None:
+    # The CLI's own logging set-up in a real process; nothing is flushed by hand, so this
+    # also shows that what is buffered is written when the process exits.
+    result = subprocess.run(
+        [sys.executable, "-c", STRUCTURED_LOGGING],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stderr.splitlines())
+    assert RFC3339_UTC_MS.fullmatch(first.pop("time"))
+    assert first == {
+        "level": "info",
+        "logger": "smtpd_trio.session",
+        "connection_id": "5eed1",
+        "event": "message-accepted",
+        "sender": "a@example.com",
+        "recipients": ["b@example.org"],
+        "size": 42,
+        "reply_code": 250,
+        "message": "message 5eed1.1 accepted: from=<a@example.com> rcpts=1 size=42",
+    }
+    assert list(first)[:3] == ["level", "logger", "connection_id"]
+    del second["time"]
+    assert second == {
+        "level": "warning",
+        "logger": "smtpd_trio.session",
+        "connection_id": "5eed1",
+        "message": "too many errors; closing",
+    }

@@ -1,4 +1,4 @@
-"""The CLI's text formatter and buffered handler, in process, with synthetic records.
+"""The CLI's log formatters and buffered handler, in process, with synthetic records.
 
 End-to-end runs (a real process logging through them) are in test_cli.py.
 """
@@ -6,7 +6,9 @@ End-to-end runs (a real process logging through them) are in test_cli.py.
 from __future__ import annotations
 
 import io
+import json
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,9 +18,11 @@ import pytest
 
 from smtpd_trio.cli import (
     BufferedLogHandler,
+    JSONFormatter,
     TextFormatter,
     _line_chunks,
 )
+from smtpd_trio.handler import Endpoint
 
 # 2026-12-03T10:00:00.123Z
 CREATED = datetime(2026, 12, 3, 10, 0, 0, tzinfo=UTC).timestamp() + 0.123
@@ -36,6 +40,134 @@ def record(msg: str, *args: object, **attributes: Any) -> logging.LogRecord:
     }
     fields.update(attributes)
     return logging.makeLogRecord(fields)
+
+
+def as_json(rec: logging.LogRecord) -> dict[str, Any]:
+    line = JSONFormatter().format(rec)
+    assert "\n" not in line
+    entry: dict[str, Any] = json.loads(line)
+    return entry
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def test_json_time_is_rfc3339_utc_with_milliseconds() -> None:
+    assert as_json(record("x"))["time"] == "2026-12-03T10:00:00.123Z"
+    assert as_json(record("x", created=CREATED + 61, msecs=7.0))["time"] == (
+        "2026-12-03T10:01:01.007Z"
+    )
+
+
+def test_json_without_structured_fields_takes_the_id_from_the_message() -> None:
+    entry = as_json(record("[%s] closed (%s) after %d message(s)", "672b5a1", "quit", 1))
+    assert entry == {
+        "time": "2026-12-03T10:00:00.123Z",
+        "level": "info",
+        "logger": "smtpd_trio.session",
+        "connection_id": "672b5a1",
+        "message": "closed (quit) after 1 message(s)",
+    }
+    assert list(entry) == ["time", "level", "logger", "connection_id", "message"]
+
+
+def test_json_without_an_id_has_no_connection_id() -> None:
+    entry = as_json(record("listening on %s", "127.0.0.1:8025", name="smtpd_trio.cli"))
+    assert "connection_id" not in entry
+    assert entry["message"] == "listening on 127.0.0.1:8025"
+    # Brackets that are not a leading id stay in the message.
+    assert as_json(record("refused [abc] "))["message"] == "refused [abc] "
+    assert "connection_id" not in as_json(record("[not-hex] x"))
+
+
+def test_json_merges_structured_fields() -> None:
+    smtpd = {
+        "connection_id": "672b5a1",
+        "client": "192.0.2.1:4242",
+        "event": "message-accepted",
+        "sender": "a@example.com",
+        "recipients": ["b@example.org", "c@example.org"],
+        "size": 254,
+        "reply_code": 250,
+        "reason": None,
+    }
+    entry = as_json(record("[672b5a1] message 672b5a1.1 accepted", smtpd=smtpd))
+    assert entry == {
+        "time": "2026-12-03T10:00:00.123Z",
+        "level": "info",
+        "logger": "smtpd_trio.session",
+        **smtpd,
+        "message": "message 672b5a1.1 accepted",
+    }
+    assert list(entry)[:4] == ["time", "level", "logger", "connection_id"]
+    assert list(entry)[-1] == "message"
+
+
+def test_json_structured_fields_never_replace_the_core_keys() -> None:
+    smtpd = {
+        "time": "yesterday",
+        "level": "critical",
+        "logger": "someone.else",
+        "message": "forged",
+        "exception": "none",
+        "event": "closed",
+    }
+    entry = as_json(record("closed", smtpd=smtpd, levelno=logging.WARNING, levelname="WARNING"))
+    assert entry == {
+        "time": "2026-12-03T10:00:00.123Z",
+        "level": "warning",
+        "logger": "smtpd_trio.session",
+        "event": "closed",
+        "message": "closed",
+    }
+
+
+def test_json_structured_id_without_prefix_in_the_message() -> None:
+    entry = as_json(record("closed", smtpd={"connection_id": "abc"}))
+    assert entry["connection_id"] == "abc"
+    assert entry["message"] == "closed"
+
+
+def test_json_structured_id_wins_over_a_different_prefix() -> None:
+    # The leading [id] is cut only when it is the connection's id.
+    entry = as_json(record("[def] closed", smtpd={"connection_id": "abc"}))
+    assert entry["connection_id"] == "abc"
+    assert entry["message"] == "[def] closed"
+
+
+def test_json_values_it_cannot_represent_are_written_as_text() -> None:
+    entry = as_json(record("x", smtpd={"client": Endpoint("2001:db8::1", 25), "size": 3}))
+    assert entry["client"] == "[2001:db8::1]:25"
+    assert entry["size"] == 3
+
+
+@pytest.mark.parametrize("smtpd", [None, "connection_id=abc", ["abc"], 42])
+def test_json_ignores_structured_fields_that_are_not_a_mapping(smtpd: object) -> None:
+    entry = as_json(record("[abc] x", smtpd=smtpd))
+    assert entry["connection_id"] == "abc"
+    assert set(entry) == {"time", "level", "logger", "connection_id", "message"}
+
+
+def test_json_keys_that_are_not_text_are_left_out() -> None:
+    entry = as_json(record("x", smtpd={1: "one", "event": "e"}))
+    assert set(entry) == {"time", "level", "logger", "event", "message"}
+
+
+def test_json_exception_is_one_field() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        rec = record("[abc] internal error", exc_info=sys.exc_info(), levelname="ERROR")
+    entry = as_json(rec)
+    assert entry["connection_id"] == "abc"
+    assert entry["message"] == "internal error"
+    assert entry["exception"].startswith("Traceback (most recent call last):")
+    assert entry["exception"].endswith("RuntimeError: boom")
+
+
+def test_json_keeps_non_ascii_text() -> None:
+    entry_line = JSONFormatter().format(record("from=<%s>", "jörg@exämple.org"))
+    assert "jörg@exämple.org" in entry_line
 
 
 # --- text ---------------------------------------------------------------------------------
