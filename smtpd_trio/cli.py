@@ -1,24 +1,36 @@
 """``smtpd-trio`` / ``python -m smtpd_trio``: run a server from the command line.
 
-Options map one to one onto :class:`~smtpd_trio.Config` fields. Bad values get one line on
-stderr and exit status 2; SIGTERM or SIGINT starts a graceful shutdown, a second one stops at
-once.
+Options map one to one onto :class:`~smtpd_trio.Config` fields. Every mistake an operator can
+make (a bad value, a file that cannot be used, two options that do not go together, an address
+that cannot be listened on) gets one line on stderr naming the option, file or address at
+fault, ``smtpd-trio: error: ...``, and exit status 2; never a traceback. SIGTERM or SIGINT
+starts a graceful shutdown, a second one stops at once.
+
+Logging is built to be cheap: records are formatted into a buffer that is written at most
+every :data:`LOG_FLUSH_INTERVAL` seconds (sooner when it fills), in whole lines of at most
+``PIPE_BUF`` bytes per write so that the lines of several workers sharing one pipe never
+interleave; and no record looks up the process, thread or task it comes from.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import ipaddress
 import json
 import logging
 import re
+import select
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from typing import Final, NoReturn
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Final, NoReturn, Protocol, TextIO
 
 import trio
 
@@ -26,32 +38,263 @@ from . import __version__
 from .auth import StaticAuthenticator
 from .config import Config
 from .errors import ConfigError
-from .handlers import from_spec
+from .handlers import Debugging, Maildir, Sink, from_spec
 from .server import SMTPServer, endpoint_of, open_smtp_listeners
+from .trust import TrustedNetworks
 
 log: Final = logging.getLogger("smtpd_trio.cli")
 
+PROG: Final = "smtpd-trio"
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------------------------
+
+#: Buffered log lines are written at the latest this many seconds after the first of them.
+LOG_FLUSH_INTERVAL: Final = 0.1
+#: ... or as soon as this many characters are waiting.
+LOG_BUFFER_SIZE: Final = 64 * 1024
+#: Writes of at most this many bytes to a pipe are atomic (POSIX), so lines never interleave.
+_ATOMIC_WRITE: Final = getattr(select, "PIPE_BUF", 512)
+
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
 _CONNECTION_ID: Final = re.compile(r"\[([0-9a-f]+)\] ")
+#: Keys of a JSON log line that structured fields (``extra={"smtpd": {...}}``) never replace.
+_RESERVED_KEYS: Final = frozenset({"time", "level", "logger", "message", "exception", "stack"})
+_NO_FIELDS: Final[Mapping[object, object]] = {}
+#: One encoder for every record (json.dumps with options would build one per call).
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-12-03 10:00:00,123 INFO smtpd_trio.session: [672b5a1] ...``, local time.
+
+    Structured fields (``record.smtpd``) are not shown: the message text says it all. The
+    date and time of day are formatted once per second, not once per record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
+            self._second = cached
+        return f"{cached[1]},{int(record.msecs):03d}"
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the connection id if any."""
+    """One JSON object per line.
+
+    Keys: ``time`` (RFC 3339, UTC, milliseconds: ``2026-12-03T10:00:00.123Z``), ``level``,
+    ``logger``, then the structured fields the record carries as ``extra={"smtpd": {...}}``
+    (``connection_id``, ``client``, ``event``, ``sender``, ``recipients``, ``size``,
+    ``reply_code``, ``reason``; they never replace ``time``, ``level``, ``logger``,
+    ``message``, ``exception`` or ``stack``), then ``message``, and ``exception`` (the
+    traceback) when there is one.
+
+    Without a structured ``connection_id``, a leading ``[id] `` in the message is taken as the
+    connection id. A leading ``[id] `` naming the connection id is cut from ``message``. Values
+    that JSON cannot represent are written as their ``str()``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
+
+    def rfc3339(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         entry: dict[str, object] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": self.rfc3339(record),
             "level": record.levelname.lower(),
             "logger": record.name,
         }
+        given = getattr(record, "smtpd", None)
+        fields: Mapping[object, object] = (
+            _NO_FIELDS if given is None or not isinstance(given, Mapping) else given
+        )
+        connection_id = fields.get("connection_id")
         m = _CONNECTION_ID.match(message)
-        if m:
-            entry["connection_id"] = m.group(1)
+        if m and (connection_id is None or str(connection_id) == m.group(1)):
             message = message[m.end() :]
+            if connection_id is None:
+                connection_id = m.group(1)
+        if connection_id is not None:
+            entry["connection_id"] = connection_id
+        if fields:
+            for key, value in fields.items():
+                if isinstance(key, str) and key not in _RESERVED_KEYS and key not in entry:
+                    entry[key] = value
         entry["message"] = message
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return _JSON.encode(entry)
+
+
+def _line_chunks(data: bytes, limit: int) -> Iterator[bytes]:
+    """``data`` (whole lines) cut into pieces of whole lines of at most ``limit`` bytes; a
+    single longer line is a piece of its own."""
+    start = 0
+    while len(data) - start > limit:
+        cut = data.rfind(b"\n", start, start + limit) + 1
+        if cut <= start:
+            cut = data.find(b"\n", start + limit) + 1 or len(data)
+        yield data[start:cut]
+        start = cut
+    if start < len(data):
+        yield data[start:]
+
+
+class _BinaryStream(Protocol):
+    """The binary layer of a text stream: a buffered writer, or raw (``python -u``), whose
+    ``write`` may write less than asked, or nothing (None) when non-blocking and full."""
+
+    def write(self, data: memoryview, /) -> int | None: ...
+
+    def flush(self) -> object: ...
+
+
+class BufferedLogHandler(logging.Handler):
+    """Writes formatted records to ``stream`` in batches instead of one write per record.
+
+    A record is formatted and appended to a buffer: no system call. The buffer is written
+    when it holds ``capacity`` characters, ``interval`` seconds after the first record in it
+    (by a helper thread, so lines still come out while the event loop is busy), on
+    :meth:`flush`, and on :meth:`close` (``logging.shutdown()``, run at exit, calls both).
+    With a binary layer under ``stream`` (``sys.stderr.buffer``), each write is at most
+    ``PIPE_BUF`` bytes of whole lines, so processes sharing a pipe never cut each other's
+    lines. If the stream is gone (a closed pipe), the lines are dropped.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        interval: float = LOG_FLUSH_INTERVAL,
+        capacity: int = LOG_BUFFER_SIZE,
+    ) -> None:
+        super().__init__()
+        self._stream = stream
+        self._binary: _BinaryStream | None = getattr(stream, "buffer", None)
+        self._encoding: str = getattr(stream, "encoding", None) or "utf-8"
+        self._interval = interval
+        self._capacity = capacity
+        self._pending: list[str] = []
+        self._size = 0
+        self._closed = False
+        assert self.lock is not None  # created by logging.Handler.__init__
+        self._wakeup = threading.Condition(self.lock)
+        self._thread = threading.Thread(
+            target=self._flush_periodically, name="smtpd-trio log writer", daemon=True
+        )
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called by Handler.handle() with self.lock held.
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if self._size >= self._capacity:
+            self._write_pending()
+        elif len(self._pending) == 1:
+            # The first line of a batch: start the writer's clock (once per batch, not per
+            # record).
+            self._wakeup.notify()
+
+    def flush(self) -> None:
+        with self._wakeup:
+            self._write_pending()
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._write_pending()
+            self._closed = True
+            self._wakeup.notify()
+        # No join: logging.shutdown() calls this with the lock held, and the writer needs the
+        # lock to see that it is closed. It ends as soon as the lock is free.
+        super().close()
+
+    def _flush_periodically(self) -> None:
+        with self._wakeup:
+            while not self._closed:
+                if not self._pending:
+                    self._wakeup.wait()
+                    continue
+                self._wakeup.wait(self._interval)
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        data = "".join(self._pending)
+        self._pending.clear()
+        self._size = 0
+        try:
+            if self._binary is None:
+                self._stream.write(data)
+                self._stream.flush()
+                return
+            self._stream.flush()  # whatever was written as text goes first
+            for chunk in _line_chunks(
+                data.encode(self._encoding, "backslashreplace"), _ATOMIC_WRITE
+            ):
+                view = memoryview(chunk)
+                while view:
+                    written = self._binary.write(view)
+                    if written is None:  # non-blocking and full: drop the rest
+                        break
+                    view = view[written:]
+                self._binary.flush()
+        except (OSError, ValueError):
+            pass  # standard error is gone (a closed pipe or file): nowhere left to say so
+
+
+def _setup_logging(level: int, fmt: str) -> BufferedLogHandler:
+    """Log the ``smtpd_trio`` loggers to stderr at ``level``, as ``text`` or ``json``."""
+    # What a record would otherwise look up each time, and none of our formats show: the
+    # process id (a system call), the thread, the multiprocessing process, the asyncio task,
+    # and the caller's file and line (a walk up the stack).
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
+    logging._srcfile = None
+    handler = BufferedLogHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger("smtpd_trio")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    return handler
+
+
+# ---------------------------------------------------------------------------------------------
+# Option values
+# ---------------------------------------------------------------------------------------------
 
 
 def _positive_int(text: str) -> int:
@@ -62,6 +305,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
+
+
+_SIZE: Final = re.compile(r"([0-9]+)([KMG]?)", re.IGNORECASE)
+_SIZE_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _size(text: str) -> int:
+    """Bytes: ``10240000``, or with a binary suffix: ``512K``, ``10M``, ``1G``. 0 is 0."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"not a size (bytes, or a whole number with K, M or G, as in 10M): {text!r}"
+        )
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
 
 
 def _port(text: str) -> int:
@@ -84,6 +341,48 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _host(text: str) -> str:
+    """An address or a name. Addresses are checked here; names are resolved at start."""
+    host = text.strip()
+    if not host:
+        raise argparse.ArgumentTypeError("empty: give an address or a host name")
+    if host.startswith("["):
+        raise argparse.ArgumentTypeError(f"write IPv6 addresses without brackets: {text!r}")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an IPv6 address: {text!r}") from None
+    elif all(c.isdigit() or c == "." for c in host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+    return host
+
+
+def _hostname(text: str) -> str:
+    """Checked by Config's own rule, reported with the option's name."""
+    try:
+        Config(hostname=text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("hostname ")) from None
+    return text
+
+
+def _network(text: str) -> str:
+    """A CIDR network or one address, checked by the rules of TrustedNetworks."""
+    if text.strip().lower() == "unix":
+        raise argparse.ArgumentTypeError(
+            "'unix' is for UNIX-socket listeners; the command line listens on TCP only"
+        )
+    try:
+        TrustedNetworks([text])
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("trusted network ")) from None
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (no usage block), still status 2."""
 
@@ -93,16 +392,19 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="smtpd-trio",
+        prog=PROG,
         description="Run an SMTP server with one of the built-in handlers.",
     )
     p.add_argument(
         "--host",
         action="append",
+        type=_host,
         help="address or name to listen on; repeat for several (default: 127.0.0.1)",
     )
     p.add_argument("--port", type=_port, default=8025, help="TCP port (default: 8025)")
-    p.add_argument("--hostname", help="name announced in the banner, EHLO and Received")
+    p.add_argument(
+        "--hostname", type=_hostname, help="name announced in the banner, EHLO and Received"
+    )
     p.add_argument(
         "--handler",
         default="debugging",
@@ -110,12 +412,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do with each message (default: debugging, which prints it)",
     )
     p.add_argument(
-        "--max-message-size", type=_positive_int, metavar="BYTES", help="default 10240000"
+        "--max-message-size",
+        type=_size,
+        metavar="SIZE",
+        help="largest message: bytes, or with K, M, G (x1024); 0 for no limit (default 10240000)",
     )
     p.add_argument("--max-recipients", type=_positive_int, metavar="N", help="default 1000")
     p.add_argument("--max-connections", type=_positive_int, metavar="N", help="default 1000")
     p.add_argument(
         "--timeout", type=_seconds, metavar="SECONDS", help="command timeout (default 300)"
+    )
+    p.add_argument(
+        "--ignored-host",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="client network or address (health checkers) served without on_connect and "
+        "without connection log lines; repeat for several",
     )
     proxy = p.add_argument_group("PROXY protocol (behind HAProxy, nginx or a cloud load balancer)")
     proxy.add_argument(
@@ -126,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument(
         "--trusted-proxy",
         action="append",
+        type=_network,
         metavar="CIDR",
-        help="a network (10.0.0.0/8), address, or 'unix' whose headers are believed; repeat",
+        help="a network (10.0.0.0/8) or address whose headers are believed; repeat",
     )
     proxy.add_argument(
         "--proxy-timeout",
@@ -172,26 +486,166 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="bind with SO_REUSEPORT so other processes may listen on the same port",
     )
-    p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="debug logging (every refused command)"
+    logs = p.add_argument_group("logging (to standard error)")
+    level = logs.add_mutually_exclusive_group()
+    level.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug logging (every refused command); the same as --log-level debug",
     )
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    level.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only; the same as --log-level warning",
+    )
+    level.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=list(_LEVELS),
+        help="the least severe level logged (default: info)",
+    )
+    logs.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines (default) or one JSON object per line",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
+def _log_level(args: argparse.Namespace) -> int:
+    if args.verbose:
+        return logging.DEBUG
+    if args.quiet:
+        return logging.WARNING
+    return _LEVELS[args.log_level or "info"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Options -> Config
+# ---------------------------------------------------------------------------------------------
+
+_CERTIFICATE: Final = b"-----BEGIN CERTIFICATE-----"
+_PRIVATE_KEY: Final = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_MAX_PEM: Final = 1024 * 1024
+
+
+def _os_reason(exc: OSError) -> str:
+    """``No such file or directory`` rather than ``[Errno 2] No such file or directory``."""
+    return exc.strerror or str(exc)
+
+
+def _read_pem(flag: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_PEM + 1)
+    except OSError as exc:
+        raise ConfigError(f"argument {flag}: cannot read {path!r}: {_os_reason(exc)}") from None
+    if len(data) > _MAX_PEM:
+        raise ConfigError(f"argument {flag}: {path!r} is larger than 1 MiB: not a PEM file")
+    return data
+
+
+class _KeyIsEncrypted(Exception):
+    """Raised by the password callback: OpenSSL asked for a passphrase."""
+
+
+def _refuse_passphrase() -> bytes:
+    # Without this callback OpenSSL would prompt on the terminal for the key's passphrase.
+    raise _KeyIsEncrypted
+
+
+def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    """A server context with ``cert`` (and ``key``) loaded; ConfigError naming the option
+    and the file if anything is wrong with them."""
+    cert_data = _read_pem("--tls-cert", cert)
+    key_data = _read_pem("--tls-key", key) if key is not None else cert_data
+    if _CERTIFICATE not in cert_data:
+        raise ConfigError(
+            f"argument --tls-cert: no PEM certificate in {cert!r} (no {_CERTIFICATE.decode()} line)"
+        )
+    if not _PRIVATE_KEY.search(key_data):
+        if key is None:
+            raise ConfigError(
+                f"argument --tls-cert: no private key in {cert!r}: "
+                "add it to the file or give --tls-key"
+            )
+        raise ConfigError(
+            f"argument --tls-key: no PEM private key in {key!r} "
+            "(no -----BEGIN PRIVATE KEY----- line)"
+        )
+    key_flag, key_file = ("--tls-key", key) if key is not None else ("--tls-cert", cert)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key, password=_refuse_passphrase)
+    except _KeyIsEncrypted:
+        raise ConfigError(
+            f"argument {key_flag}: the private key in {key_file!r} is encrypted: "
+            "give an unencrypted key"
+        ) from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"argument {key_flag}: the private key in {key_file!r} does not match the "
+                f"certificate in {cert!r}"
+            ) from None
+        files = repr(cert) if key is None else f"{cert!r} and {key!r}"
+        raise ConfigError(
+            f"argument --tls-cert: cannot load {files}: {exc.reason or exc}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"argument --tls-cert: cannot load {cert!r}: {_os_reason(exc)}") from None
+    return context
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    """Options that only make sense with another one, each named in the error."""
+    if not args.proxy_protocol:
+        for flag, value in (
+            ("--trusted-proxy", args.trusted_proxy),
+            ("--proxy-timeout", args.proxy_timeout),
+            ("--untrusted-proxy-peers", args.untrusted_proxy_peers),
+        ):
+            if value is not None:
+                raise ConfigError(f"{flag} needs --proxy-protocol")
+    elif not args.trusted_proxy and args.untrusted_proxy_peers != "direct":
+        raise ConfigError(
+            "--proxy-protocol needs --trusted-proxy CIDR (the load balancers' networks) or "
+            "--untrusted-proxy-peers direct: otherwise every connection is refused"
+        )
+    if args.tls_key and not args.tls_cert:
+        raise ConfigError("--tls-key needs --tls-cert")
+    for flag, on in (("--implicit-tls", args.implicit_tls), ("--require-tls", args.require_tls)):
+        if on and not args.tls_cert:
+            raise ConfigError(f"{flag} needs --tls-cert")
+    if args.auth:
+        for entry in args.auth:
+            user, sep, password = entry.partition(":")
+            if not sep or not user or not password:
+                raise ConfigError("--auth needs USER:PASSWORD (a user name, a colon, a password)")
+        if not args.tls_cert:
+            raise ConfigError("--auth needs --tls-cert: AUTH is only offered under TLS")
+
+
 def _config(args: argparse.Namespace) -> Config:
+    _check_combinations(args)
     fields: dict[str, object] = {}
     if args.hostname is not None:
         fields["hostname"] = args.hostname
     if args.max_message_size is not None:
-        fields["max_message_size"] = args.max_message_size
+        fields["max_message_size"] = args.max_message_size or None  # 0: no limit
     if args.max_recipients is not None:
         fields["max_recipients"] = args.max_recipients
     if args.max_connections is not None:
         fields["max_connections"] = args.max_connections
     if args.timeout is not None:
         fields["command_timeout"] = args.timeout
+    if args.ignored_host:
+        fields["ignored_hosts"] = args.ignored_host
     if args.proxy_protocol:
         fields["proxy_protocol"] = True
     if args.trusted_proxy:
@@ -200,15 +654,8 @@ def _config(args: argparse.Namespace) -> Config:
         fields["proxy_timeout"] = args.proxy_timeout
     if args.untrusted_proxy_peers is not None:
         fields["untrusted_proxy_peers"] = args.untrusted_proxy_peers
-    if args.tls_key and not args.tls_cert:
-        raise ConfigError("--tls-key needs --tls-cert")
     if args.tls_cert:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(args.tls_cert, args.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from None
-        fields["tls_context"] = context
+        fields["tls_context"] = _tls_context(args.tls_cert, args.tls_key)
     if args.implicit_tls:
         fields["implicit_tls"] = True
     if args.require_tls:
@@ -216,35 +663,116 @@ def _config(args: argparse.Namespace) -> Config:
     if args.auth:
         users: dict[str, str] = {}
         for entry in args.auth:
-            user, sep, password = entry.partition(":")
-            if not sep or not user or not password:
-                raise ConfigError("--auth needs USER:PASSWORD (a user name, a colon, a password)")
+            user, _, password = entry.partition(":")
             users[user] = password
-        if not args.tls_cert:
-            raise ConfigError("--auth needs --tls-cert: AUTH is only offered under TLS")
         fields["authenticator"] = StaticAuthenticator(users)
     return Config(**fields)  # type: ignore[arg-type]
 
 
-def _setup_logging(verbose: int, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("smtpd_trio")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
+def _handler(spec: str) -> Debugging | Sink | Maildir:
+    try:
+        return from_spec(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"argument --handler: {exc}") from None
+    except OSError as exc:
+        where = f": {exc.filename!r}" if exc.filename else ""
+        raise ConfigError(
+            f"argument --handler: cannot use {spec!r}: {_os_reason(exc)}{where}"
+        ) from None
 
 
-async def _run(server: SMTPServer, hosts: Sequence[str], port: int, reuse_port: bool) -> None:
+# ---------------------------------------------------------------------------------------------
+# Listening
+# ---------------------------------------------------------------------------------------------
+
+_LISTEN_HINTS: Final = {
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    errno.EADDRNOTAVAIL: "not an address of this machine",
+}
+
+
+class _CannotListen(Exception):
+    """A listener could not be opened; the message names the address."""
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"argument --host: cannot resolve {host!r}: {_os_reason(exc)}"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    hint = _LISTEN_HINTS.get(exc.errno or 0)
+    return f"cannot listen on {where}: {_os_reason(exc)}" + (f" ({hint})" if hint else "")
+
+
+async def _open_listeners(
+    hosts: Sequence[str], port: int, reuse_port: bool
+) -> list[trio.SocketListener]:
+    """Listeners on every host, one host at a time so that an error names the one at fault;
+    with port 0 the hosts share the port the first one got."""
+    listeners: list[trio.SocketListener] = []
+    try:
+        for host in hosts:
+            try:
+                listeners += await open_smtp_listeners(port, host=host, reuse_port=reuse_port)
+            except OSError as exc:
+                raise _CannotListen(_listen_error(host, port, exc)) from None
+            if port == 0 and listeners:
+                port = listeners[0].socket.getsockname()[1]
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+def _check_can_listen(hosts: Sequence[str], port: int) -> str | None:
+    """Before starting workers: can this process bind every host's addresses with
+    SO_REUSEPORT? Binding only, never listening, so no connection is ever queued on these
+    sockets (other processes may already be serving the port). The error, if any."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return "--workers needs SO_REUSEPORT, which this system does not have"
+    for host in hosts:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError as exc:
+            return _listen_error(host, port, exc)
+        for family, type_, proto, _, address in infos:
+            try:
+                sock = socket.socket(family, type_, proto)
+            except OSError as exc:
+                if exc.errno == errno.EAFNOSUPPORT:
+                    continue  # no IPv6 here, say: the workers skip it too
+                return _listen_error(host, port, exc)
+            with sock:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(address)
+                except OSError as exc:
+                    return _listen_error(host, port, exc)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+async def _run(
+    server: SMTPServer,
+    hosts: Sequence[str],
+    port: int,
+    reuse_port: bool,
+    flush_logs: Callable[[], None],
+) -> None:
     # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
     # appears must start a graceful shutdown, not kill the process with the default action.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        listeners = await open_smtp_listeners(port, host=hosts, reuse_port=reuse_port)
+        listeners = await _open_listeners(hosts, port, reuse_port)
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+        flush_logs()  # supervisors and tests wait for this line: no batching delay
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
@@ -326,19 +854,30 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser.parse_args(argv)
     try:
         config = _config(args)
-        handler = from_spec(args.handler)
-    except (ConfigError, OSError) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        handler = _handler(args.handler)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    hosts: list[str] = args.host or ["127.0.0.1"]
     if args.workers > 1:
         if args.port == 0:
-            parser.exit(2, f"{parser.prog}: error: --workers needs a fixed --port, not 0\n")
+            parser.error("--workers needs a fixed --port, not 0")
+        # Check once here, so that a busy port is one error line rather than one per worker.
+        problem = _check_can_listen(hosts, args.port)
+        if problem is not None:
+            parser.error(problem)
         sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
-    _setup_logging(args.verbose, args.log_format)
+    logs = _setup_logging(_log_level(args), args.log_format)
     server = SMTPServer(handler, config=config)
     try:
-        trio.run(_run, server, args.host or ["127.0.0.1"], args.port, args.reuse_port)
+        trio.run(_run, server, hosts, args.port, args.reuse_port, logs.flush)
+    except _CannotListen as exc:
+        logs.flush()
+        parser.error(str(exc))
     except OSError as exc:
+        logs.flush()
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     except KeyboardInterrupt:
         parser.exit(130)
+    finally:
+        logs.flush()
     sys.exit(0)

@@ -690,8 +690,7 @@ class SessionDriver:
                     )
 
     async def _on_transaction_end(self, event: TransactionEnded) -> None:
-        if not self.quiet:
-            self._log_transaction(event)
+        self._log_transaction(event)  # messages are logged even from ignored hosts
         fn = self.callbacks.on_transaction_end
         if fn is not None:
             await self._notify("on_transaction_end", fn, event.envelope, event.outcome)

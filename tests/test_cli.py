@@ -10,18 +10,22 @@ import queue
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from smtpd_trio.cli import _size
+
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+RFC3339_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGTERM")
 
@@ -44,6 +48,20 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def assert_one_line_error(args: Sequence[str], *words: str) -> str:
+    """Exit status 2, nothing on stdout, one ``smtpd-trio: error:`` line with every word."""
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("smtpd-trio: error: ")
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -54,27 +72,131 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["--timeout", "nan"], "--timeout"),
         (["--handler", "nope"], "nope"),
         (["--handler", "maildir"], "maildir"),
-        (["--hostname", "a b"], "hostname"),
         (["--log-format", "xml"], "--log-format"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
-    result = run_cli(*args)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("smtpd-trio: error: ")
-    assert words in lines[0]
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(args, words)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--hostname", "a b"],
+            "argument --hostname: must be a non-empty name without spaces, not 'a b'",
+        ),
+        (["--host", "256.1.1.1"], "argument --host: not an IPv4 address: '256.1.1.1'"),
+        (["--host", "[::1]"], "argument --host: write IPv6 addresses without brackets: '[::1]'"),
+        (["--host", "::g"], "argument --host: not an IPv6 address: '::g'"),
+        (["--host", " "], "argument --host: empty: give an address or a host name"),
+        (
+            ["--max-message-size", "10X"],
+            "argument --max-message-size: not a size (bytes, or a whole number with K, M or "
+            "G, as in 10M): '10X'",
+        ),
+        (
+            ["--max-message-size", "-1"],
+            "argument --max-message-size: not a size (bytes, or a whole number with K, M or "
+            "G, as in 10M): '-1'",
+        ),
+        (["--untrusted-proxy-peers", "direct"], "--untrusted-proxy-peers needs --proxy-protocol"),
+        (["--trusted-proxy", "10.0.0.0/8"], "--trusted-proxy needs --proxy-protocol"),
+        (["--proxy-timeout", "3"], "--proxy-timeout needs --proxy-protocol"),
+        (
+            ["--proxy-protocol"],
+            "--proxy-protocol needs --trusted-proxy CIDR (the load balancers' networks) or "
+            "--untrusted-proxy-peers direct: otherwise every connection is refused",
+        ),
+        (
+            ["--proxy-protocol", "--trusted-proxy", "10.0.0.1/8"],
+            "argument --trusted-proxy: '10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)",
+        ),
+        (
+            ["--proxy-protocol", "--trusted-proxy", "bogus"],
+            "argument --trusted-proxy: 'bogus' is not an address or CIDR network",
+        ),
+        (
+            ["--proxy-protocol", "--trusted-proxy", "unix"],
+            "argument --trusted-proxy: 'unix' is for UNIX-socket listeners; the command line "
+            "listens on TCP only",
+        ),
+        (
+            ["--ignored-host", "health-checker"],
+            "argument --ignored-host: 'health-checker' is not an address or CIDR network",
+        ),
+        (
+            ["--ignored-host", "192.0.2.1/24"],
+            "argument --ignored-host: '192.0.2.1/24' has host bits set (did you mean "
+            "192.0.2.0/24?)",
+        ),
+        (
+            ["--handler", "nope"],
+            "argument --handler: unknown handler 'nope': choose debugging, sink or maildir:DIR",
+        ),
+        (["-v", "-q"], "argument -q/--quiet: not allowed with argument -v/--verbose"),
+        (
+            ["--quiet", "--log-level", "debug"],
+            "argument --log-level: not allowed with argument -q/--quiet",
+        ),
+        (
+            ["--log-level", "info", "-v"],
+            "argument -v/--verbose: not allowed with argument --log-level",
+        ),
+        (
+            ["--log-level", "trace"],
+            "argument --log-level: invalid choice: 'trace' (choose from 'debug', 'info', "
+            "'warning', 'error')",
+        ),
+    ],
+)
+def test_bad_option_names_itself(args: list[str], line: str) -> None:
+    assert assert_one_line_error(args) == f"smtpd-trio: error: {line}"
+
+
+def test_maildir_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    line = assert_one_line_error(["--handler", f"maildir:{blocker}/box"], "argument --handler")
+    assert str(blocker) in line
+
+
+def _busy_socket() -> socket.socket:
+    """A listening socket on a free loopback port, as another server would hold it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_busy_port_is_one_line_naming_the_address(workers: list[str]) -> None:
+    with _busy_socket() as busy:
+        port = busy.getsockname()[1]
+        line = assert_one_line_error(["--port", str(port), *workers])
+    assert line.startswith(f"smtpd-trio: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "Errno" not in line
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="binds 127.0.0.2")
+def test_second_host_that_cannot_be_bound_is_the_one_named() -> None:
+    with _busy_socket() as busy:
+        port = busy.getsockname()[1]
+        # 127.0.0.2 is free (all of 127/8 is loopback on Linux); 127.0.0.1 is taken.
+        line = assert_one_line_error(
+            ["--host", "127.0.0.2", "--host", "127.0.0.1", "--port", str(port)]
+        )
+    assert line.startswith(f"smtpd-trio: error: cannot listen on 127.0.0.1:{port}: ")
 
 
 class Server:
     """A running ``python -m smtpd_trio`` whose stderr lines are collected by a thread."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        """With ``port``, listen there and do not wait for ``listening on`` (which is not
+        logged below INFO); else listen on a free port and read it from that line."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtpd_trio", "--port", "0", *args],
+            [sys.executable, "-m", "smtpd_trio", "--port", str(port or 0), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -85,6 +207,9 @@ class Server:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        if port is not None:
+            self.port = port
+            return
         line = self.wait_for("listening on")
         match = LISTENING.search(line)
         assert match, line
@@ -113,6 +238,21 @@ class Server:
             if text in line:
                 return line
 
+    def connect(self, timeout: float = 15.0) -> smtplib.SMTP:
+        """An SMTP client connected to the server (greeted), retrying until it listens."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return smtplib.SMTP(
+                    "127.0.0.1", self.port, local_hostname="client.example", timeout=10
+                )
+            except ConnectionRefusedError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"exited with {self.proc.returncode}") from None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def stop(self) -> int:
         """SIGTERM, then the exit status; every stderr line is in ``lines`` afterwards."""
         self.proc.send_signal(signal.SIGTERM)
@@ -128,8 +268,8 @@ class Server:
 
 
 @contextmanager
-def cli_server(*args: str) -> Iterator[Server]:
-    server = Server(*args)
+def cli_server(*args: str, port: int | None = None) -> Iterator[Server]:
+    server = Server(*args, port=port)
     try:
         yield server
     finally:
@@ -176,6 +316,7 @@ def test_json_logs_carry_the_connection_id(tmp_path: Path) -> None:
     assert status == 0
     entries = [json.loads(line) for line in server.lines]
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    assert all(RFC3339_UTC_MS.fullmatch(entry["time"]) for entry in entries), entries
     connection = [e for e in entries if e["message"].startswith("connection from 127.0.0.1")]
     assert len(connection) == 1
     cid = connection[0]["connection_id"]
@@ -187,8 +328,6 @@ def test_json_logs_carry_the_connection_id(tmp_path: Path) -> None:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -219,3 +358,192 @@ def test_workers_need_a_fixed_port() -> None:
     result = run_cli("--port", "0", "--workers", "2")
     assert result.returncode == 2
     assert result.stderr.strip() == "smtpd-trio: error: --workers needs a fixed --port, not 0"
+
+
+@pytest.mark.parametrize(
+    ("size", "advertised", "limit"),
+    [("10M", "10485760", 10 * 1024 * 1024), ("512K", "524288", 512 * 1024), ("0", "", None)],
+)
+def test_max_message_size_takes_k_m_g_and_0_for_no_limit(
+    size: str, advertised: str, limit: int | None
+) -> None:
+    line = b"x" * 998 + b"\r\n"
+    with cli_server("--handler", "sink", "--max-message-size", size) as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+            smtp.ehlo("client.example")
+            assert smtp.esmtp_features["size"] == advertised
+            if limit is None:
+                # Beyond the default limit (10240000 octets): accepted.
+                big = b"Subject: big\r\n\r\n" + line * (10_240_000 // len(line) + 100)
+                assert smtp.sendmail("a@example.com", ["b@example.org"], big) == {}
+            elif limit < 1024 * 1024:
+                big = b"Subject: big\r\n\r\n" + line * (limit // len(line) + 1)
+                with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                    smtp.sendmail("a@example.com", ["b@example.org"], big)
+                assert refused.value.smtp_code == 552
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("10240000", 10_240_000),
+        ("512K", 512 * 1024),
+        ("512k", 512 * 1024),
+        ("10M", 10 * 1024 * 1024),
+        ("1G", 1024**3),
+        (" 2m ", 2 * 1024 * 1024),
+    ],
+)
+def test_size_values(text: str, value: int) -> None:
+    assert _size(text) == value
+
+
+@pytest.mark.parametrize(
+    "flags", [["-q"], ["--quiet"], ["--log-level", "warning"], ["--log-level", "WARNING"]]
+)
+def test_quiet_logs_warnings_only(flags: list[str]) -> None:
+    with cli_server(
+        "--handler", "sink", "--max-connections", "1", *flags, port=_free_port()
+    ) as server:
+        with server.connect() as first:  # holds the only connection slot: a full server
+            server.wait_for("under stress")
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as second:
+                assert second.recv(100).startswith(b"421 ")  # refused: an INFO line, not shown
+            first.noop()
+        status = server.stop()
+    assert status == 0
+    assert server.lines
+    for line in server.lines:
+        assert " WARNING " in line, line  # no "listening on", no connection, no shutdown lines
+
+
+def test_log_level_error_hides_warnings() -> None:
+    args = ["--handler", "sink", "--max-connections", "1", "--log-level", "error"]
+    with cli_server(*args, port=_free_port()) as server:
+        with (
+            server.connect(),
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as second,
+        ):
+            # The warning is logged before the 421 is sent: it would be written by now.
+            assert second.recv(100).startswith(b"421 ")
+        status = server.stop()  # and anything logged is written before the process ends
+    assert status == 0
+    assert server.lines == []
+
+
+@pytest.mark.parametrize("flags", [["-v"], ["-vv"], ["--verbose"], ["--log-level", "debug"]])
+def test_debug_logs_refused_commands(flags: list[str]) -> None:
+    with cli_server("--handler", "sink", *flags) as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            assert smtp.docmd("FROBNICATE")[0] == 500
+        line = server.wait_for("FROBNICATE")
+        assert " DEBUG smtpd_trio.session: [" in line
+        assert "-> 500" in line
+        assert server.stop() == 0
+
+
+def test_info_does_not_log_refused_commands() -> None:
+    with cli_server("--handler", "sink", "--log-level", "info") as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            assert smtp.docmd("FROBNICATE")[0] == 500
+        server.wait_for("closed (quit)")
+        assert server.stop() == 0
+    assert not any("FROBNICATE" in line or " DEBUG " in line for line in server.lines)
+
+
+def test_ignored_host_logs_no_connection_lines() -> None:
+    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.1") as server:
+        deliver(server.port, b"Subject: health check\r\n\r\nx\r\n")
+        server.wait_for("accepted")  # the message itself is still logged
+        status = server.stop()  # the session has ended and its lines are written
+    assert status == 0
+    assert not any("connection from" in line for line in server.lines), server.lines
+    assert not any("closed (" in line for line in server.lines), server.lines
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="connects from 127.0.0.2")
+def test_ignored_host_is_only_the_given_network() -> None:
+    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.2/32") as server:
+        for source in ("127.0.0.2", "127.0.0.1"):
+            with smtplib.SMTP(
+                "127.0.0.1", server.port, timeout=10, source_address=(source, 0)
+            ) as smtp:
+                assert smtp.sendmail("a@example.com", ["b@example.org"], b"x\r\n") == {}
+        server.wait_for("closed (quit)")
+        status = server.stop()
+    assert status == 0
+    assert sum("accepted" in line for line in server.lines) == 2
+    assert sum("connection from 127.0.0.1:" in line for line in server.lines) == 1
+    assert not any("connection from 127.0.0.2" in line for line in server.lines)
+    assert sum("closed (quit)" in line for line in server.lines) == 1
+
+
+def test_second_signal_stops_at_once_and_every_line_is_written() -> None:
+    with cli_server("--handler", "sink") as server:
+        smtp = smtplib.SMTP("127.0.0.1", server.port, timeout=10)
+        try:
+            smtp.ehlo("client.example")
+            smtp.mail("a@example.com")  # an open transaction: a graceful shutdown waits for it
+            server.proc.send_signal(signal.SIGTERM)
+            server.wait_for("graceful shutdown")
+            status = server.stop()  # the second SIGTERM
+        finally:
+            smtp.close()
+    assert status == 0
+    assert any("second SIGTERM: stopping now" in line for line in server.lines)
+    assert server.lines[-1].endswith("INFO smtpd_trio.cli: stopped")
+
+
+STRUCTURED_LOGGING = """
+import logging
+from smtpd_trio.cli import _setup_logging
+
+_setup_logging(logging.INFO, "json")
+log = logging.getLogger("smtpd_trio.session")
+log.info(
+    "[5eed1] message 5eed1.1 accepted: from=<a@example.com> rcpts=1 size=42",
+    extra={"smtpd": {
+        "connection_id": "5eed1", "event": "message-accepted", "sender": "a@example.com",
+        "recipients": ["b@example.org"], "size": 42, "reply_code": 250, "level": "bogus",
+    }},
+)
+log.debug("not at INFO")
+log.warning("[5eed1] too many errors; closing")
+"""
+
+
+def test_json_structured_fields_through_the_cli_logging() -> None:
+    # The CLI's own logging set-up in a real process; nothing is flushed by hand, so this
+    # also shows that what is buffered is written when the process exits.
+    result = subprocess.run(
+        [sys.executable, "-c", STRUCTURED_LOGGING],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stderr.splitlines())
+    assert RFC3339_UTC_MS.fullmatch(first.pop("time"))
+    assert first == {
+        "level": "info",
+        "logger": "smtpd_trio.session",
+        "connection_id": "5eed1",
+        "event": "message-accepted",
+        "sender": "a@example.com",
+        "recipients": ["b@example.org"],
+        "size": 42,
+        "reply_code": 250,
+        "message": "message 5eed1.1 accepted: from=<a@example.com> rcpts=1 size=42",
+    }
+    assert list(first)[:3] == ["level", "logger", "connection_id"]
+    del second["time"]
+    assert second == {
+        "level": "warning",
+        "logger": "smtpd_trio.session",
+        "connection_id": "5eed1",
+        "message": "too many errors; closing",
+    }
