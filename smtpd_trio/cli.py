@@ -321,6 +321,38 @@ def _size(text: str) -> int:
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
 
 
+def _count(text: str) -> int:
+    """A whole number, 0 or more (0 turns the limit off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or more: {text!r}")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    """A number of seconds, 0 or more (0 turns the limit off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a number of seconds: {text!r}")
+    return value
+
+
+def _prefix_length(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a prefix length: {text!r}") from None
+    if not 16 <= value <= 128:
+        raise argparse.ArgumentTypeError(f"must be within 16-128: {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -383,6 +415,41 @@ def _network(text: str) -> str:
     return text
 
 
+#: The limits that keep the server safe on an open port: (flag, Config field, type, metavar,
+#: help). Each maps one to one onto its field; for the optional ones, 0 means "no limit".
+_LIMITS: Final = (
+    ("--max-connections-per-ip", "max_connections_per_client", _count, "N",
+     "connections at once from one client (IPv6: per --client-ipv6-prefix network); 0: no "
+     "limit (default 20)"),
+    ("--max-connection-rate", "max_connection_rate", _count, "N",
+     "new connections per minute from one client; 0: no limit (the default)"),
+    ("--client-ipv6-prefix", "client_ipv6_prefix", _prefix_length, "BITS",
+     "IPv6 clients are counted by this network (default 64)"),
+    ("--max-messages-per-session", "max_messages_per_session", _count, "N",
+     "mail transactions per connection; 0: no limit (default 1000)"),
+    ("--max-commands-per-session", "max_commands_per_session", _count, "N",
+     "command lines per connection; 0: no limit (default 10000)"),
+    ("--max-junk-commands", "max_junk_commands", _count, "N",
+     "NOOP, RSET, VRFY and HELP per connection (1 under stress); 0: no limit (default 100)"),
+    ("--min-data-rate", "min_data_rate", _count, "BYTES_PER_S",
+     "slowest message upload tolerated; 0: each chunk restarts the timeout (default 500)"),
+    ("--max-session-duration", "max_session_duration", _seconds_or_zero, "SECONDS",
+     "how long one connection may last; 0: no limit (default 3600)"),
+    ("--handler-timeout", "handler_timeout", _seconds_or_zero, "SECONDS",
+     "how long a handler callback may take (then 451 4.4.5); 0: no limit (the default)"),
+    ("--stress-timeout", "stress_timeout", _seconds_or_zero, "SECONDS",
+     "timeout for every wait while 80%% of --max-connections are in use; 0: never shorten "
+     "(default 10)"),
+    ("--greet-pause", "greet_pause", _seconds_or_zero, "SECONDS",
+     "wait before the banner; a client that speaks first gets 554 (default 0: no pause)"),
+    ("--max-buffered-bytes", "max_buffered_bytes", _size, "SIZE",
+     "message text all sessions may hold in memory (K, M, G x1024); 0: no limit "
+     "(default 256M)"),
+    ("--refusal-log-interval", "refusal_log_interval", _seconds, "SECONDS",
+     "log refusals a client causes once per client and kind per this long (default 60)"),
+)  # fmt: skip
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (no usage block), still status 2."""
 
@@ -429,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="client network or address (health checkers) served without on_connect and "
         "without connection log lines; repeat for several",
+    )
+    limits = p.add_argument_group(
+        "limits (safe on an open port; see docs/security.md)",
+    )
+    for flag, _field, kind, metavar, text in _LIMITS:
+        limits.add_argument(flag, type=kind, metavar=metavar, help=text)
+    limits.add_argument(
+        "--nul-octets",
+        choices=["reject", "keep"],
+        help="a NUL in message text: refuse the message with 550 (default) or keep it",
     )
     proxy = p.add_argument_group("PROXY protocol (behind HAProxy, nginx or a cloud load balancer)")
     proxy.add_argument(
@@ -646,6 +723,13 @@ def _config(args: argparse.Namespace) -> Config:
         fields["command_timeout"] = args.timeout
     if args.ignored_host:
         fields["ignored_hosts"] = args.ignored_host
+    for flag, field, kind, _metavar, _text in _LIMITS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            off = kind in (_count, _seconds_or_zero, _size) and not value
+            fields[field] = None if off else value
+    if args.nul_octets is not None:
+        fields["nul_octets"] = args.nul_octets
     if args.proxy_protocol:
         fields["proxy_protocol"] = True
     if args.trusted_proxy:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from smtpd_trio.cli import _size
+from smtpd_trio import Config, NulOctets
+from smtpd_trio.cli import _LIMITS, _config, _size, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
@@ -547,3 +548,67 @@ def test_json_structured_fields_through_the_cli_logging() -> None:
         "connection_id": "5eed1",
         "message": "too many errors; closing",
     }
+
+
+# ---- the limits that keep the server safe on an open port -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "field", "value"),
+    [
+        (["--max-connections-per-ip", "3"], "max_connections_per_client", 3),
+        (["--max-connections-per-ip", "0"], "max_connections_per_client", None),
+        (["--max-connection-rate", "30"], "max_connection_rate", 30),
+        (["--client-ipv6-prefix", "56"], "client_ipv6_prefix", 56),
+        (["--max-messages-per-session", "5"], "max_messages_per_session", 5),
+        (["--max-commands-per-session", "0"], "max_commands_per_session", None),
+        (["--max-junk-commands", "7"], "max_junk_commands", 7),
+        (["--min-data-rate", "2000"], "min_data_rate", 2000),
+        (["--min-data-rate", "0"], "min_data_rate", None),
+        (["--max-session-duration", "600"], "max_session_duration", 600.0),
+        (["--handler-timeout", "30"], "handler_timeout", 30.0),
+        (["--handler-timeout", "0"], "handler_timeout", None),
+        (["--stress-timeout", "0"], "stress_timeout", None),
+        (["--greet-pause", "2.5"], "greet_pause", 2.5),
+        (["--max-buffered-bytes", "64M"], "max_buffered_bytes", 64 * 1024 * 1024),
+        (["--refusal-log-interval", "10"], "refusal_log_interval", 10.0),
+        (["--nul-octets", "keep"], "nul_octets", NulOctets.KEEP),
+    ],
+)
+def test_each_limit_flag_sets_its_config_field(argv: list[str], field: str, value: object) -> None:
+    config = _config(build_parser().parse_args(argv))
+    assert getattr(config, field) == value
+    # Every other limit keeps its default.
+    default = Config(hostname=config.hostname)
+    for flag, other, *_ in _LIMITS:
+        if other != field:
+            assert getattr(config, other) == getattr(default, other), flag
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--max-connections-per-ip", "-1"], "--max-connections-per-ip"),
+        (["--min-data-rate", "fast"], "--min-data-rate"),
+        (["--greet-pause", "-3"], "--greet-pause"),
+        (["--client-ipv6-prefix", "8"], "--client-ipv6-prefix"),
+        (["--max-buffered-bytes", "lots"], "--max-buffered-bytes"),
+        (["--nul-octets", "strip"], "--nul-octets"),
+    ],
+)
+def test_bad_limit_values_exit_2_naming_the_flag(args: list[str], words: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("smtpd-trio: error: ")
+    assert words in line
+
+
+def test_connections_per_ip_from_the_command_line() -> None:
+    with cli_server("--handler", "sink", "--max-connections-per-ip", "1") as server:
+        with server.connect() as first:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as second:
+                assert second.recv(200).startswith(b"421 4.7.0 Too many connections from your")
+            first.noop()
+        status = server.stop()
+    assert status == 0
