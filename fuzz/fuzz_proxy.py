@@ -33,6 +33,9 @@ with harness.instrumented(__name__, "smtpd_trio.proxy"):
         CRC32CTLV,
         MAX_V1_LENGTH,
         MAX_V2_LENGTH,
+        SSLTLV,
+        AlpnTLV,
+        AuthorityTLV,
         ProxyChecksumError,
         ProxyErrorReason,
         ProxyFamily,
@@ -165,6 +168,29 @@ def check_info(info: ProxyInfo, header: bytes, accept_v1: bool, accept_v2: bool)
         assert decode_tlvs(header[16 + ADDRESS_BLOCK[info.family] :]) == info.tlvs
         assert sum(isinstance(t, CRC32CTLV) for t in info.tlvs) <= 1
         check_crc(header, info)
+        check_accessors(info)
+
+
+def check_accessors(info: ProxyInfo) -> None:
+    """The convenience properties report the first TLV of their kind, in the documented type."""
+    first = {type(t): t for t in reversed(info.tlvs)}
+    alpn = first.get(AlpnTLV)
+    assert info.alpn == (alpn.protocol if isinstance(alpn, AlpnTLV) else None)
+    authority = first.get(AuthorityTLV)
+    assert info.authority == (authority.host_name if isinstance(authority, AuthorityTLV) else None)
+    assert info.ssl is first.get(SSLTLV)
+    for value in (info.netns, info.aws_vpc_endpoint_id):
+        assert value is None or value.isascii()
+    for number in (info.azure_private_link_id, info.gcp_psc_connection_id):
+        assert number is None or number >= 0
+    assert info.unique_id is None or len(info.unique_id) <= 128
+    if info.ssl is not None:
+        ssl = info.ssl
+        for text in (ssl.version, ssl.cipher, ssl.sig_alg, ssl.key_alg, ssl.group, ssl.sig_scheme):
+            assert text is None or text.isascii()
+        assert ssl.cn is None or isinstance(ssl.cn, str)
+        assert ssl.client_cert is None or isinstance(ssl.client_cert, bytes)
+        assert isinstance(ssl.verified, bool)
 
 
 def one_input(data: bytes) -> None:
@@ -242,6 +268,7 @@ def seeds(literals: Sequence[bytes]) -> Iterable[bytes]:
     yield harness.frame(v2(0x20, 0x00, b""))
     yield harness.frame(v2(0x21, 0x00, b"ignored"))
     yield harness.frame(v2(0x20, 0x11, ADDRESS_BLOCKS[0][1]) + smtp)
+    yield harness.frame(v2(0x21, 0x11, ADDRESS_BLOCKS[0][1] + tlv(0x03, bytes(4)), crc=True))
     short = [literal for literal in literals if len(literal) <= 48]
     for i, literal in enumerate(short):
         family, block = ADDRESS_BLOCKS[i % len(ADDRESS_BLOCKS)]

@@ -25,7 +25,8 @@ from typing import Final
 
 import harness
 
-with harness.instrumented(__name__, "smtpd_trio.auth"):
+# The mechanisms live in smtpd_trio._smtp.sasl; smtpd_trio.auth re-exports them.
+with harness.instrumented(__name__, "smtpd_trio.auth", "smtpd_trio._smtp.sasl"):
     from smtpd_trio.auth import Challenge, Login, LoginCredentials, Plain, SASLError
 
 MAX_LEN: Final = 2048

@@ -193,24 +193,26 @@ def write_dictionary(path: Path, tokens: Iterable[bytes]) -> None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Framed:
-    """A framed input: a flags byte, the chunks to feed, and the payload they split."""
+    """A framed input: flags, the chunks to feed, and the payload they split."""
 
     flags: int
     chunks: tuple[bytes, ...]
     payload: bytes
 
 
-def unframe(data: bytes) -> Framed:
-    """Decode ``flags, n, len_1 .. len_n, payload`` (each a byte but the payload).
+def unframe(data: bytes, flag_bytes: int = 1) -> Framed:
+    """Decode ``flags, n, len_1 .. len_n, payload``: ``flag_bytes`` bytes of flags (big-endian),
+    then one byte each.
 
     ``n`` is taken modulo ``MAX_CUTS + 1``; the lengths cut the payload into consecutive chunks
     (a zero length is an empty chunk, a length past the end takes what is left) and whatever
     remains is the last chunk. Missing bytes count as zero, so every input is valid.
     """
-    flags = data[0] if data else 0
-    n = data[1] % (MAX_CUTS + 1) if len(data) > 1 else 0
-    cuts = data[2 : 2 + n]
-    payload = data[2 + n :]
+    flags = int.from_bytes(data[:flag_bytes].ljust(flag_bytes, b"\x00"), "big")
+    data = data[flag_bytes:]
+    n = data[0] % (MAX_CUTS + 1) if data else 0
+    cuts = data[1 : 1 + n]
+    payload = data[1 + n :]
     chunks = []
     pos = 0
     for cut in cuts:
@@ -220,11 +222,11 @@ def unframe(data: bytes) -> Framed:
     return Framed(flags, tuple(chunks), payload)
 
 
-def frame(payload: bytes, flags: int = 0, cuts: Sequence[int] = ()) -> bytes:
+def frame(payload: bytes, flags: int = 0, cuts: Sequence[int] = (), flag_bytes: int = 1) -> bytes:
     """The inverse of :func:`unframe` (lengths over 255 are not representable)."""
     if len(cuts) > MAX_CUTS:
         raise ValueError(f"at most {MAX_CUTS} cuts")
-    return bytes([flags, len(cuts), *cuts]) + payload
+    return flags.to_bytes(flag_bytes, "big") + bytes([len(cuts), *cuts]) + payload
 
 
 def bytewise(data: bytes) -> list[bytes]:

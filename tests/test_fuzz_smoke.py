@@ -101,6 +101,9 @@ def test_framing_covers_the_payload_in_order() -> None:
     assert harness.unframe(bytes([0, 2, 200, 9]) + b"xy").chunks == (b"xy", b"", b"")
     assert harness.unframe(b"").chunks == (b"",)
     assert harness.unframe(b"\x07").flags == 7
+    wide = harness.frame(b"xyz", 0x1234, [1], flag_bytes=2)
+    assert harness.unframe(wide, flag_bytes=2) == harness.Framed(0x1234, (b"x", b"yz"), b"xyz")
+    assert harness.unframe(b"\x01", flag_bytes=2).flags == 0x0100
 
 
 def test_targets_are_found() -> None:
