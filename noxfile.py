@@ -28,7 +28,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON[0])
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package, the tests, the examples and the abuse and soak scripts."""
+    """mypy --strict over the package, the tests, the examples, the fuzz targets and the abuse
+    and soak scripts."""
     session.install("-e", ".[test,crc32c]", "mypy")
     session.run("mypy")
     session.run("mypy", "--strict", "bench/abuse.py", "bench/soak.py", "bench/serverproc.py")
