@@ -1,4 +1,5 @@
-"""Development tasks: ``nox -s tests lint typecheck docs bench``; by hand: ``abuse``, ``soak``."""
+"""Development tasks: ``nox -s tests lint typecheck docs bench``; by hand: ``abuse``, ``soak``,
+``fuzz``."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON[0])
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package, the tests, the examples and the abuse and soak scripts."""
+    """mypy --strict over the package, the tests, the examples, the fuzz targets and the abuse
+    and soak scripts."""
     session.install("-e", ".[test,crc32c]", "mypy")
     session.run("mypy")
     session.run("mypy", "--strict", "bench/abuse.py", "bench/soak.py", "bench/serverproc.py")
@@ -63,3 +65,12 @@ def soak(session: nox.Session) -> None:
     fewer. Fails if a 250 is not a stored file, a file has no 250, or RSS grows."""
     session.install("-e", ".")
     session.run("python", "bench/soak.py", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the parsers, one target after the other (fuzz/README.md):
+    ``nox -s fuzz -- --seconds 300`` per target (default 60), or ``-- --runs N``, optionally
+    followed by target names. Not a default session: it runs for minutes."""
+    session.install("-e", ".[fuzz,crc32c]")
+    session.run("python", "fuzz/run_all.py", *session.posargs)

@@ -565,6 +565,17 @@ def test_label_over_63_octets_rejected() -> None:
     assert last(run) == (501, "5.1.7")
 
 
+def test_ascii_label_over_63_octets_rejected_under_smtputf8() -> None:
+    # A non-ASCII local part puts the whole address under the UTF-8 grammar; its ASCII labels
+    # keep their 63-octet limit.
+    domain = "a" * 64 + ".example"
+    run = after(EHLO, f"MAIL FROM:<j\u00f6rg@{domain}> SMTPUTF8\r\n".encode())
+    assert last(run) == (501, "5.1.7")
+    assert commands.parse_mailbox("x@" + domain, utf8=True) is None
+    assert commands.parse_mailbox("x@" + domain[1:], utf8=True) == "x@" + domain[1:]
+    assert commands.parse_mailbox("j\u00f6rg@" + domain[1:], utf8=True) is not None
+
+
 @pytest.mark.parametrize(
     "address", ['"john doe"@example.org', '"a\\"b"@example.org', '"@"@example.org']
 )

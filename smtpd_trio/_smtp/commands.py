@@ -20,6 +20,7 @@ from .replies import Reply
 
 MAX_LOCAL_PART: Final = 64
 MAX_DOMAIN: Final = 255
+MAX_LABEL: Final = 63
 MAX_PATH: Final = 256
 
 
@@ -112,7 +113,12 @@ def parse_mailbox(text: str, *, utf8: bool) -> str | None:
     local, domain = m.group("local"), m.group("domain")
     if len(local.encode()) > MAX_LOCAL_PART or len(domain.encode()) > MAX_DOMAIN:
         return None
-    if domain.startswith("[") and not check_address_literal(domain):
+    if domain.startswith("["):
+        if not check_address_literal(domain):
+            return None
+    elif utf8 and any(len(label) > MAX_LABEL and label.isascii() for label in domain.split(".")):
+        # The UTF-8 label pattern has no length bound; an ASCII label is still an LDH label of
+        # at most 63 octets (RFC 1035 §2.3.4), as in the ASCII grammar.
         return None
     return text
 
