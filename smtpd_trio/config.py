@@ -183,11 +183,11 @@ class Config:
     client_ipv6_prefix: int = attrs.field(default=64, validator=_ipv6_prefix)
     #: Mail transactions per session; the next MAIL gets 421 4.7.0 and the session ends.
     max_messages_per_session: int | None = attrs.field(
-        default=1000, validator=_positive_int_or_none
+        default=10_000, validator=_positive_int_or_none
     )
     #: Command lines per session; the next one gets 421 4.7.0 and the session ends.
     max_commands_per_session: int | None = attrs.field(
-        default=10_000, validator=_positive_int_or_none
+        default=100_000, validator=_positive_int_or_none
     )
     #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
     #: the next one gets 421 4.7.0 and the session ends. Under stress the limit is 1.

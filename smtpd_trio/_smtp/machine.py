@@ -936,6 +936,7 @@ class SMTPMachine:
         if reply is None or reply.is_positive:
             reply = reply or replies.MESSAGE_ACCEPTED
             self.facts._messages_accepted += 1
+            self._junk = 0  # a client delivering mail is not idling: its junk count starts over
             outcome = TransactionOutcome.ACCEPTED
         else:
             outcome = TransactionOutcome.REFUSED
