@@ -27,7 +27,6 @@ not be instrumented.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import dataclasses
 import importlib
@@ -245,15 +244,8 @@ def lines_of(literals: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def sasl_b64decode(text: str) -> bytes | None:
-    """Decode one SASL response the way the SMTP machine does (RFC 4954 §4): strict base64,
-    ``=`` alone for an empty initial response, None if malformed.
+    """Decode one SASL response the way the SMTP machine does (RFC 4954 §4): the machine's own
+    ``decode_response`` (imported here, after the target chose what to instrument)."""
+    from smtpd_trio._smtp.sasl import decode_response
 
-    A copy, not an import: the machine's helper is private and being rewritten. Keep the two in
-    step (``_b64decode`` in ``smtpd_trio/_smtp/machine.py``).
-    """
-    if text == "=":
-        return b""
-    try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError):
-        return None
+    return decode_response(text)

@@ -36,6 +36,7 @@ from smtpd_trio._smtp.events import (
     StartTLS,
 )
 from smtpd_trio._smtp.machine import SMTPMachine, State
+from smtpd_trio._smtp.sasl import decode_response
 from smtpd_trio.auth import (
     Challenge,
     Login,
@@ -1116,3 +1117,16 @@ async def test_implicit_tls_behind_proxy_with_client_hello_in_the_header_segment
         assert code(await client.command(f"AUTH PLAIN {PLAIN_OK}")) == (235, "2.7.0")
     assert handler.session.client.host == "203.0.113.7"
     assert tls_info(handler) is not None
+
+
+@pytest.mark.parametrize("text", ["AAAA=", "AGFsaWNl=", "AAAA==", "AA=A", "A===", "AAA==="])
+def test_excess_or_misplaced_base64_padding_is_malformed(text: str) -> None:
+    # CPython's strict mode takes "AAAA=" before 3.13; the server never does.
+    assert decode_response(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "data"), [("=", b""), ("AA==", b"\0"), ("AAA=", b"\0\0"), ("AAAA", b"\0\0\0")]
+)
+def test_well_formed_base64_decodes(text: str, data: bytes) -> None:
+    assert decode_response(text) == data

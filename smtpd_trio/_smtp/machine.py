@@ -81,7 +81,7 @@ from .events import (
 )
 from .facts import SessionFacts, TLSInfo
 from .replies import Reply
-from .sasl import Challenge, SASLError, SASLExchange
+from .sasl import Challenge, SASLError, SASLExchange, decode_response
 from .settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
 
 __all__ = ["DEFAULT_MAX_COMMAND_LINE", "MAX_AUTH_LINE", "SMTPMachine", "State"]
@@ -194,16 +194,6 @@ _BODY_REPLIES: Final = {
 }
 
 _TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.DATA})
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Strict base64 (RFC 4954 §4): ``=`` alone is an empty response; None if malformed."""
-    if text == "=":
-        return b""
-    try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError):
-        return None
 
 
 def _excerpt(line: bytes) -> str:
@@ -702,7 +692,7 @@ class SMTPMachine:
         if initial:
             if " " in initial:
                 return self._error(replies.syntax_error("AUTH takes one initial response"), raw)
-            response = _b64decode(initial)
+            response = decode_response(initial)
             if response is None:
                 return self._error(replies.BAD_BASE64, raw)
         self._exchange = mechanism.start()
@@ -719,7 +709,7 @@ class SMTPMachine:
         if raw == b"*":
             self._exchange = None
             return self._error(replies.AUTH_CANCELLED, raw)
-        decoded = _b64decode(raw.decode("ascii", "replace"))
+        decoded = decode_response(raw.decode("ascii", "replace"))
         if decoded is None:
             self._exchange = None
             return self._error(replies.BAD_BASE64, raw)
