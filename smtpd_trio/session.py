@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import itertools
 import logging
 import math
@@ -179,12 +180,15 @@ class SessionDriver:
     __slots__ = (
         "_broken",
         "_budget",
-        "_deadline_cap",
+        "_command_timeout",
         "_handler_scope",
+        "_immediate",
         "_in_data",
         "_io_scope",
         "_progress",
+        "_rate",
         "_session_end",
+        "_stress_timeout",
         "_wait_started",
         "_waiting",
         "_woken",
@@ -233,8 +237,22 @@ class SessionDriver:
         self._budget = config.command_timeout
         self._in_data = False
         self._wait_started = 0.0
-        self._deadline_cap = math.inf
+        self._command_timeout = config.command_timeout
+        stress = config.stress_timeout
+        self._stress_timeout = (
+            self._command_timeout if stress is None else min(stress, self._command_timeout)
+        )
+        self._rate = config.min_data_rate
         self._handler_scope: trio.CancelScope | None = None
+        # The events that need no await because the handler has no callback for them.
+        self._immediate = _immediate_steps(
+            connect=callbacks.on_connect is None or quiet,
+            helo=callbacks.on_helo is None,
+            mail=callbacks.on_mail is None,
+            rcpt=callbacks.on_rcpt is None,
+            data=callbacks.on_data is None and callbacks.on_data_chunks is None,
+            end=callbacks.on_transaction_end is None,
+        )
         duration = config.max_session_duration
         self._session_end = math.inf if duration is None else trio.current_time() + duration
 
@@ -301,6 +319,7 @@ class SessionDriver:
         """
         machine = self.machine
         dispatch = _DISPATCH
+        immediate = self._immediate
         while True:
             with trio.CancelScope() as scope:
                 self._io_scope = scope
@@ -309,19 +328,21 @@ class SessionDriver:
                         event = machine.next_event()
                         if event is NEED_DATA:
                             await self._io(scope)
-                        elif type(event) is Closed:
-                            return event
+                            continue
+                        kind = type(event)
+                        if kind is Closed:
+                            return event  # type: ignore[return-value]
+                        step = immediate.get(kind)
+                        if step is not None:
+                            step(self, event)  # nothing to await: no handler callback
                         else:
-                            await dispatch[type(event)](self, event)
+                            await dispatch[kind](self, event)
                 finally:
                     self._io_scope = None
             self._interrupted()
 
     def _timeout(self) -> float:
-        stress = self.config.stress_timeout
-        if stress is not None and self.shared.stressed:
-            return min(stress, self.config.command_timeout)
-        return self.config.command_timeout
+        return self._stress_timeout if self.shared.stressed else self._command_timeout
 
     async def _io(self, scope: trio.CancelScope) -> None:
         """The one read path: send what the machine queued, then read once, under ``scope``
@@ -352,7 +373,6 @@ class SessionDriver:
             self._budget = timeout
         budget = self._budget = min(self._budget, timeout)
         deadline = min(now + budget, self._session_end)
-        self._deadline_cap = deadline
         if not deadline <= scope.deadline <= deadline + _DEADLINE_SLACK:
             scope.deadline = min(deadline + _DEADLINE_SLACK, self._session_end)
         self._wait_started = now
@@ -373,8 +393,8 @@ class SessionDriver:
             received = b""
         self._waiting = None
         self._budget -= trio.current_time() - now
-        rate = self.config.min_data_rate
         if self._in_data and received:
+            rate = self._rate
             self._budget = timeout if rate is None else self._budget + len(received) / rate
         machine.stressed = self.shared.stressed  # as it is when the input is taken
         machine.receive_data(received)
@@ -746,6 +766,8 @@ class SessionDriver:
     # ---- logging -----------------------------------------------------------------------------
 
     def _log_transaction(self, event: TransactionEnded) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         envelope = event.envelope
         sid = self.session.id
         outcome = event.outcome
@@ -797,6 +819,37 @@ class SessionDriver:
 
 
 _Dispatch = Callable[[SessionDriver, Any], Awaitable[None]]
+_Immediate = Callable[[SessionDriver, Any], None]
+
+
+def _accept(driver: SessionDriver, event: Event) -> None:
+    driver.machine.respond(None)
+
+
+def _log_end(driver: SessionDriver, event: TransactionEnded) -> None:
+    driver._log_transaction(event)
+
+
+def _note_rejected(driver: SessionDriver, event: CommandRejected) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("[%s] %s -> %s", driver.session.id, event.excerpt, event.reply)
+
+
+@functools.cache
+def _immediate_steps(
+    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool
+) -> dict[type[Event], _Immediate]:
+    """For the callbacks a handler does not define (True: absent), the events the loop can
+    answer at once, without creating and awaiting a coroutine."""
+    table: dict[type[Event], _Immediate] = {Verify: _accept, CommandRejected: _note_rejected}
+    absent = {Connect: connect, Hello: helo, MailFrom: mail, RcptTo: rcpt, MessageReceived: data}
+    for kind, missing in absent.items():
+        if missing:
+            table[kind] = _accept
+    if end:
+        table[TransactionEnded] = _log_end
+    return table
+
 
 # Every event the main loop can meet, and what the driver does with it.
 _DISPATCH: Final[dict[type[Event], _Dispatch]] = {
