@@ -57,7 +57,7 @@ from ._smtp.events import (
 )
 from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
-from .auth import LoginCredentials
+from .auth import BearerCredentials, LoginCredentials
 from .config import Config
 from .handler import (
     Callback,
@@ -602,12 +602,12 @@ class SessionDriver:
             self._answer("authenticator", identity)
             return
         if identity is None:
-            # Only LoginCredentials are known to keep the secret out of their repr; of other
-            # credentials (a custom mechanism's token, say) only the type is logged.
+            # Only the built-in credentials are known to keep the secret out of their repr; of
+            # other credentials (a custom mechanism's token, say) only the type is logged.
             credentials = event.credentials
             shown = (
                 credentials
-                if isinstance(credentials, LoginCredentials)
+                if isinstance(credentials, LoginCredentials | BearerCredentials)
                 else type(credentials).__name__
             )
             log.info("[%s] authentication failed (%s)", sid, shown)

@@ -703,6 +703,11 @@ class SMTPMachine:
     def _auth_line(self, raw: bytes) -> Event | None:
         """A line inside an exchange: the client's answer to our last 334."""
         self.state = self._auth_return
+        if self._exchange is None:
+            # The answer to a refusal's last challenge (see auth_result): whatever it is, the
+            # dummy response of RFC 7628 §3.2.3, "*" or anything else, the attempt failed.
+            self._auth_refused(replies.AUTH_FAILED)
+            return None
         if len(raw) + 2 > MAX_AUTH_LINE:
             self._exchange = None
             return self._error(replies.LINE_TOO_LONG, raw)
@@ -726,11 +731,15 @@ class SMTPMachine:
             excerpt = f"malformed {self._auth_mechanism} response: {exc}"
             return CommandRejected(excerpt[: _EXCERPT * 2], replies.BAD_SASL_RESPONSE)
         if isinstance(outcome, Challenge):
-            self._reply(Reply(334, None, binascii.b2a_base64(outcome.data, newline=False).decode()))
-            self.state = State.AUTH
+            self._challenge(outcome)
             return None
-        self._exchange = None
+        # The exchange is kept until the decision is answered: a refusal may need it.
         return self._decide(Authenticate(self._auth_mechanism, outcome))
+
+    def _challenge(self, challenge: Challenge) -> None:
+        """Send ``334 <base64>``: the next line is a SASL response."""
+        self._reply(Reply(334, None, binascii.b2a_base64(challenge.data, newline=False).decode()))
+        self.state = State.AUTH
 
     def _auth_refused(self, reply: Reply) -> None:
         """A failed attempt (535, 454, 501 for a malformed response): after
@@ -744,13 +753,21 @@ class SMTPMachine:
 
     def auth_result(self, identity: str | None) -> None:
         """Answer :class:`Authenticate`: the identity the credentials prove (235), or None if
-        they are wrong (535 5.7.8)."""
+        they are wrong (535 5.7.8). If the exchange has a ``refused()`` that returns a
+        challenge (OAUTHBEARER's error, RFC 7628 §3.2.2), that is sent as 334 first, and the
+        535 answers the client's next line, whatever it says."""
         if not isinstance(self._pending, Authenticate):
             raise RuntimeError("no AUTH decision is pending")
         if identity is not None and not isinstance(identity, str):
             raise TypeError(f"an identity must be a str or None, not {type(identity).__name__}")
         self._pending = None
+        exchange, self._exchange = self._exchange, None
         if identity is None:
+            refused = getattr(exchange, "refused", None)
+            challenge = refused() if refused is not None else None
+            if isinstance(challenge, Challenge):
+                self._challenge(challenge)  # with no exchange left: _auth_line ends it
+                return
             self._auth_refused(replies.AUTH_FAILED)
             return
         self.facts._authenticated_as = identity
@@ -866,6 +883,7 @@ class SMTPMachine:
             self.respond(replies.GREETING_TIMED_OUT if timed_out else replies.GREETING_FAILED)
         elif type(event) is Authenticate:
             self._pending = None
+            self._exchange = None
             self._auth_refused(replies.AUTH_TEMPORARY_FAILURE)
         else:
             self.respond(replies.HANDLER_TIMED_OUT if timed_out else replies.HANDLER_FAILED)
@@ -938,6 +956,7 @@ class SMTPMachine:
 
     def _answer_auth(self, event: DecisionEvent, reply: Reply | None) -> None:
         assert reply is not None  # _checked lets only refusals through
+        self._exchange = None
         self._auth_refused(reply)
 
 

@@ -6,8 +6,14 @@ base64-decoded; None when AUTH carried no initial response) and returns a :class
 send as ``334``, or the finished credentials (any object the authenticator understands). A
 malformed response raises :class:`SASLError` (answered ``501 5.5.2``).
 
-PLAIN (RFC 4616) and LOGIN are built in; :mod:`smtpd_trio.auth` re-exports everything here
-together with the authenticator types.
+An exchange may also have a ``refused()`` method, for mechanisms whose failure carries
+information (OAUTHBEARER, RFC 7628 §3.2.2): when the authenticator refuses the credentials the
+machine calls it, and a :class:`Challenge` it returns is sent as ``334`` before the ``535``,
+which then answers the client's next line, whatever it says (``*`` included). Without the
+method, or when it returns None, the refusal is answered ``535`` at once.
+
+PLAIN (RFC 4616) and LOGIN are built in here, OAUTHBEARER and XOAUTH2 in :mod:`.oauth`;
+:mod:`smtpd_trio.auth` re-exports them together with the authenticator types.
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ class LoginCredentials:
 
 
 class SASLExchange(Protocol):
-    """One authentication exchange in progress."""
+    """One authentication exchange in progress. (It may also define ``refused() -> Challenge
+    | None``, the last challenge to send when the credentials are refused: see the module
+    docstring.)"""
 
     def step(self, response: bytes | None) -> Challenge | object:
         """Take the next client response (None: there was no initial response); return a
