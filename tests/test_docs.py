@@ -8,13 +8,14 @@ import base64
 import json
 import logging
 import re
+import shlex
 import socket
 import ssl
 import tomllib
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import pytest
@@ -30,11 +31,12 @@ from doc_runner import (
     ProgramRun,
     blocks_of,
     markdown_pages,
+    page_name,
 )
 
 from smtpd_trio import Config, Handler, Message, Session
 from smtpd_trio.auth import Login, Plain
-from smtpd_trio.cli import JSONFormatter
+from smtpd_trio.cli import JSONFormatter, _check_combinations, build_parser
 from smtpd_trio.proxy import ProxyProtocolError
 from smtpd_trio.testing import open_test_session, tls_contexts
 
@@ -490,3 +492,31 @@ async def test_structured_fields_are_the_servers(cli: Page, session_records: Rec
     assert {k: type(v) for k, v in formatted.items()} == {k: type(v) for k, v in shown.items()}
     documented = {row[0].strip("`") for row in table_rows(text, "### Structured fields")}
     assert set(server_record.__dict__["smtpd"]) <= documented
+
+
+# ---- command lines ---------------------------------------------------------------------------
+
+_COMMAND: Final = re.compile(
+    r"(?:^|&&\s*)(?:smtpd-trio|python3? -m smtpd_trio)(?=\s|$)(?P<args>.*)"
+)
+
+
+def command_lines() -> list[Any]:
+    """Every ``smtpd-trio ...`` (or ``python -m smtpd_trio ...``) in a shell block."""
+    found = []
+    for path in markdown_pages():
+        for block in blocks_of(path, frozenset({"sh", "shell", "bash", "console"})):
+            text = re.sub(r"\\\n\s*", " ", block.text)  # continuation lines
+            for number, line in enumerate(text.splitlines()):
+                m = _COMMAND.search(line.split(" #", 1)[0].strip())
+                if m:
+                    argv = shlex.split(m.group("args"))
+                    found.append(pytest.param(argv, id=f"{page_name(path)}:{block.line + number}"))
+    return found
+
+
+@pytest.mark.parametrize("argv", command_lines())
+def test_command_lines_are_accepted(argv: list[str]) -> None:
+    """The options exist, their values parse, and they make sense together."""
+    args = build_parser().parse_args(argv)
+    _check_combinations(args)
