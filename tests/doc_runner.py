@@ -403,6 +403,8 @@ class World:
                 await trio.testing.wait_all_tasks_blocked(0.05)
                 for server, listeners in self.serving:
                     program.visits.append(await self._visit(server, listeners))
+                # Let the program finish with what it was given (a worker, a queue).
+                await trio.testing.wait_all_tasks_blocked(0.05)
                 if signal.SIGTERM in self.signals:
                     signal.raise_signal(signal.SIGTERM)
                     with trio.fail_after(PROGRAM_DEADLINE):
