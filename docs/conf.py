@@ -37,10 +37,11 @@ myst_heading_anchors = 6
 html_theme = "furo"
 html_title = f"smtpd-trio {release}"
 
-# Document what the code says, in the order it says it.
+# Document what the code says, in the order it says it; a public attribute without a docstring
+# (ProxyInfo.source_address, ClientReply.code) is still listed, with its type.
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_default_options = {"show-inheritance": True}
+autodoc_default_options = {"show-inheritance": True, "undoc-members": True}
 
 # A reference that does not resolve is an error (the build runs with -W) unless it names
 # something outside this project: without intersphinx those cannot resolve. Internal names
