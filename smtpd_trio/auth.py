@@ -1,7 +1,7 @@
 """SMTP AUTH (RFC 4954): SASL mechanisms and authenticators.
 
 A *mechanism* turns the client's SASL responses into credentials; an *authenticator* (an async
-callable you provide, :attr:`Config.authenticator`) checks them::
+callable you provide, :attr:`Config.authenticator <smtpd_trio.Config.authenticator>`) checks them::
 
     async def authenticator(session: Session, credentials: object) -> str | None:
         if isinstance(credentials, LoginCredentials) and await check(credentials):
