@@ -19,6 +19,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from test_cli import assert_one_line_error
 
 from smtpd_trio import (
     Config,
@@ -33,6 +34,7 @@ from smtpd_trio import (
     SMTPServer,
     TransactionOutcome,
 )
+from smtpd_trio.cli import build_parser
 from smtpd_trio.metrics import (
     NO_OBSERVER,
     AuthOutcome,
@@ -494,3 +496,57 @@ async def test_auth_outcomes() -> None:
 )
 def test_auth_outcome_is_what_the_client_is_told(result: object, outcome: str) -> None:
     assert _auth_outcome(result) == outcome
+
+
+# ---- smtpd-trio --metrics: the values (no prometheus-client needed) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+        ("[::1]:0", ("::1", 0)),
+        ("localhost:9100", ("localhost", 9100)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+    ],
+)
+def test_metrics_address(text: str, expected: tuple[str, int]) -> None:
+    assert build_parser().parse_args(["--metrics", text]).metrics == expected
+    assert build_parser().parse_args([]).metrics is None
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("9100", ["--metrics", "not HOST:PORT"]),
+        (":9100", ["--metrics", "give the address"]),
+        ("[127.0.0.1]:9100", ["--metrics", "brackets are for IPv6"]),
+        ("::1:9100", ["--metrics", "not HOST:PORT"]),
+        ("127.0.0.1:70000", ["--metrics", "70000"]),
+        ("256.1.1.1:9100", ["--metrics", "not an IPv4 address"]),
+    ],
+)
+def test_bad_metrics_addresses_exit_2_naming_the_option(value: str, words: list[str]) -> None:
+    assert_one_line_error(["--metrics", value], *words)
+
+
+def test_metrics_and_workers_do_not_go_together() -> None:
+    line = assert_one_line_error(
+        ["--metrics", "127.0.0.1:9100", "--workers", "2", "--port", "2525"], "--workers"
+    )
+    assert "--metrics cannot be used with --workers" in line
+
+
+def test_metrics_without_prometheus_client_is_one_line() -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None; "
+        "from smtpd_trio.cli import main; main(['--port', '0', '--metrics', '127.0.0.1:0'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "smtpd-trio: error: --metrics needs the prometheus-client package: "
+        "pip install 'smtpd-trio[metrics]'\n"
+    )
