@@ -267,6 +267,7 @@ class SessionDriver:
                     initial_data = b""
                 info = await self._handshake()
                 if info is None:
+                    machine.close(CloseReason.TLS_FAILED)
                     return
                 machine.tls_established(info)
             pause = self.config.greet_pause
