@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Final, Generic, NoReturn, TypeVar, final
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 
 from ._smtp.events import CloseReason, TransactionOutcome
 from .metrics import AuthOutcome, RefusalReason, TLSOutcome
@@ -110,8 +110,9 @@ class PrometheusMetrics:
 
     ``registry`` defaults to a new :class:`~prometheus_client.CollectorRegistry` of its own;
     pass ``prometheus_client.REGISTRY`` to serve them with the client library's process and
-    Python metrics (the command line does). Every name starts with ``namespace_``. Call
-    :meth:`track` with the server for the gauges it alone knows.
+    Python metrics (the command line does); a registry holds one set of these names (a second
+    set in it is a ValueError: give it another ``namespace``). Every name starts with
+    ``namespace_``. Call :meth:`track` with the server for the gauges it alone knows.
     """
 
     def __init__(
@@ -328,7 +329,12 @@ def answer(head: bytes, registry: CollectorRegistry) -> bytes:
         name, sep, value = line.partition(b":")
         if sep and name.strip().lower() == b"accept":
             accept = value.strip().decode("latin-1")
-    encoder, content_type = choose_encoder(accept)
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except Exception:
+        # The client library's negotiation fails on some malformed versions ("version=x"):
+        # such a scraper gets the classic text format.
+        encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
     try:
         body = encoder(registry)
     except Exception:
@@ -393,6 +399,9 @@ class _Endpoint:
                 await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the scraper went away
+        except Exception:
+            # Nothing a scraper sends may take the server down with it.
+            log.exception("internal error answering a metrics request")
         finally:
             self._busy -= 1
             await trio.aclose_forcefully(stream)

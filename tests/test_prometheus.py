@@ -243,6 +243,23 @@ def test_openmetrics_when_the_scraper_asks_for_it() -> None:
     assert body.endswith(b"# EOF\n")
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=x",
+        "text/plain;version=zz",
+        "text/plain;version=1.0.0;escaping=bogus",
+        "\u00ff\u00fe; q=;;,,",
+    ],
+)
+def test_a_malformed_accept_header_gets_text(accept: str) -> None:
+    request = b"GET /metrics HTTP/1.1\r\nAccept: " + accept.encode("latin-1")
+    status, headers, body = split(answer(request, PrometheusMetrics().registry))
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-type"].startswith("text/plain")
+    assert b"smtpd_connections_total" in body
+
+
 def test_head_has_the_headers_only() -> None:
     metrics = PrometheusMetrics()
     status, headers, body = split(answer(b"HEAD /metrics HTTP/1.0", metrics.registry))
@@ -312,6 +329,9 @@ async def test_serve_metrics_over_tcp() -> None:
         too_big = b"GET /metrics HTTP/1.1\r\nX: " + b"x" * MAX_REQUEST_HEAD + b"\r\n\r\n"
         status, _, _ = split(await exchange(port, too_big))
         assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+        bad_accept = b"GET /metrics HTTP/1.1\r\nAccept: text/plain;version=x\r\n\r\n"
+        status, _, _ = split(await exchange(port, bad_accept))
+        assert status == "HTTP/1.1 200 OK"
         # Bare LF line ends are understood too.
         status, _, _ = split(await exchange(port, b"GET /metrics HTTP/1.0\n\n"))
         assert status == "HTTP/1.1 200 OK"
