@@ -37,7 +37,14 @@ def typecheck(session: nox.Session) -> None:
     and soak scripts."""
     session.install("-e", ".[test,crc32c]", "mypy")
     session.run("mypy")
-    session.run("mypy", "--strict", "bench/abuse.py", "bench/soak.py", "bench/serverproc.py")
+    session.run(
+        "mypy",
+        "--strict",
+        "bench/abuse.py",
+        "bench/soak.py",
+        "bench/serverproc.py",
+        "bench/metrics_cost.py",
+    )
 
 
 @nox.session(python=PYTHON[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import ipaddress
 import json
 import logging
@@ -29,9 +30,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Final, NoReturn, Protocol, TextIO
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Final, NamedTuple, NoReturn, Protocol, TextIO
 
+import attrs
 import trio
 
 from . import __version__
@@ -393,6 +395,27 @@ def _host(text: str) -> str:
     return host
 
 
+_HOST_PORT: Final = re.compile(r"\[([^\]]*)\]:([^:]*)|([^:\[\]]*):([^:]*)")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, IPv6 in brackets (``[::1]:9100``); the host is required."""
+    m = _HOST_PORT.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"not HOST:PORT (as in 127.0.0.1:9100 or [::1]:9100): {text!r}"
+        )
+    host, port = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+    if not host:
+        raise argparse.ArgumentTypeError(
+            f"give the address to listen on, as in 127.0.0.1:9100 (0.0.0.0 for every IPv4 "
+            f"interface): {text!r}"
+        )
+    if m.group(1) is not None and ":" not in host:
+        raise argparse.ArgumentTypeError(f"brackets are for IPv6 addresses only: {text!r}")
+    return _host(host), _port(port)
+
+
 def _hostname(text: str) -> str:
     """Checked by Config's own rule, reported with the option's name."""
     try:
@@ -550,6 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept this login (repeatable; for demos and tests: real deployments pass an "
         "authenticator in Config); AUTH is offered under TLS only",
     )
+    p.add_argument(
+        "--metrics",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs the prometheus-client "
+        "package: pip install 'smtpd-trio[metrics]'); see docs/metrics.md",
+    )
     scale = p.add_argument_group("scaling")
     scale.add_argument(
         "--workers",
@@ -694,6 +724,11 @@ def _check_combinations(args: argparse.Namespace) -> None:
             "--proxy-protocol needs --trusted-proxy CIDR (the load balancers' networks) or "
             "--untrusted-proxy-peers direct: otherwise every connection is refused"
         )
+    if args.metrics is not None and args.workers > 1:
+        raise ConfigError(
+            "--metrics cannot be used with --workers: each worker counts only its own "
+            "connections, and only one of them could listen on the metrics port"
+        )
     if args.tls_key and not args.tls_cert:
         raise ConfigError("--tls-key needs --tls-cert")
     for flag, on in (("--implicit-tls", args.implicit_tls), ("--require-tls", args.require_tls)):
@@ -808,6 +843,16 @@ async def _open_listeners(
     return listeners
 
 
+async def _open_metrics_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """The metrics endpoint's listeners, only on ``host`` (every address a name resolves
+    to); errors name --metrics."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        problem = _listen_error(host, port, exc).removeprefix("argument --host: ")
+        raise _CannotListen(f"argument --metrics: {problem}") from None
+
+
 def _check_can_listen(hosts: Sequence[str], port: int) -> str | None:
     """Before starting workers: can this process bind every host's addresses with
     SO_REUSEPORT? Binding only, never listening, so no connection is ever queued on these
@@ -843,21 +888,46 @@ def _check_can_listen(hosts: Sequence[str], port: int) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
+class _MetricsEndpoint(NamedTuple):
+    """Where --metrics listens, the task that serves it on listeners, and what tells the
+    metrics about the server."""
+
+    host: str
+    port: int
+    serve: Callable[[list[trio.SocketListener]], Awaitable[object]]
+    track: Callable[[SMTPServer], None]
+
+
 async def _run(
     server: SMTPServer,
     hosts: Sequence[str],
     port: int,
     reuse_port: bool,
     flush_logs: Callable[[], None],
+    metrics: _MetricsEndpoint | None = None,
 ) -> None:
     # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
     # appears must start a graceful shutdown, not kill the process with the default action.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         listeners = await _open_listeners(hosts, port, reuse_port)
+        web: list[trio.SocketListener] = []
+        if metrics is not None:
+            try:
+                web = await _open_metrics_listeners(metrics.host, metrics.port)
+            except BaseException:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                raise
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+        for listener in web:
+            address = endpoint_of(listener.socket.getsockname())
+            log.info("serving metrics on http://%s/metrics", address)
         flush_logs()  # supervisors and tests wait for this line: no batching delay
         async with trio.open_nursery() as nursery:
+            if metrics is not None:
+                # It stops with the server: serve() returning cancels this nursery.
+                nursery.start_soon(metrics.serve, web)
 
             async def watch_signals() -> None:
                 async for signum in signals:
@@ -873,6 +943,26 @@ async def _run(
             # serve() returns once a graceful shutdown is complete: stop watching signals.
             nursery.cancel_scope.cancel()
         log.info("stopped")
+
+
+def _with_metrics(config: Config, host: str, port: int) -> tuple[Config, _MetricsEndpoint]:
+    """Prometheus metrics for ``config``'s server, and their endpoint (smtpd_trio.prometheus,
+    imported only now). ConfigError if prometheus-client is not installed."""
+    try:
+        import prometheus_client
+
+        from . import prometheus
+    except ImportError:
+        raise ConfigError(
+            "--metrics needs the prometheus-client package: pip install 'smtpd-trio[metrics]'"
+        ) from None
+    # This process's own registry: our metrics beside the client library's process_* and
+    # python_* ones, without the *_created series (a timestamp per series, of no use here).
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    observer = prometheus.PrometheusMetrics(prometheus_client.REGISTRY)
+    serve = functools.partial(prometheus.serve_metrics, registry=observer.registry)
+    endpoint = _MetricsEndpoint(host, port, serve, observer.track)
+    return attrs.evolve(config, observer=observer), endpoint
 
 
 def _worker_argv(argv: Sequence[str]) -> list[str]:
@@ -936,9 +1026,12 @@ def _supervise(workers: int, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args = parser.parse_args(argv)
+    metrics: _MetricsEndpoint | None = None
     try:
         config = _config(args)
         handler = _handler(args.handler)
+        if args.metrics is not None:
+            config, metrics = _with_metrics(config, *args.metrics)
     except ConfigError as exc:
         parser.error(str(exc))
     hosts: list[str] = args.host or ["127.0.0.1"]
@@ -952,8 +1045,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
     logs = _setup_logging(_log_level(args), args.log_format)
     server = SMTPServer(handler, config=config)
+    if metrics is not None:
+        metrics.track(server)
     try:
-        trio.run(_run, server, hosts, args.port, args.reuse_port, logs.flush)
+        trio.run(_run, server, hosts, args.port, args.reuse_port, logs.flush, metrics)
     except _CannotListen as exc:
         logs.flush()
         parser.error(str(exc))

@@ -15,6 +15,7 @@ from ._smtp.body import BareLineEndings, NulOctets
 from ._smtp.settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
 from .auth import Authenticator, Login, Mechanism, Plain
 from .errors import ConfigError
+from .metrics import NO_OBSERVER, Observer
 from .trust import TrustedNetworks, TrustEntry
 
 __all__ = ["BareLineEndings", "Config", "NulOctets", "UntrustedPeers"]
@@ -127,6 +128,13 @@ def _mechanisms(value: Iterable[Mechanism]) -> tuple[Mechanism, ...]:
 
 def _default_mechanisms() -> tuple[Mechanism, ...]:
     return (Plain(), Login())
+
+
+def _observer(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Observer):
+        raise ConfigError(
+            f"observer must have the methods of smtpd_trio.metrics.Observer, not {value!r}"
+        )
 
 
 def _default_hostname() -> str:
@@ -258,6 +266,12 @@ class Config:
     auth_required: bool = False
     #: Failed AUTH attempts before the session ends with 421.
     max_auth_failures: int = attrs.field(default=3, validator=_positive_int)
+
+    # Metrics (see docs/metrics.md)
+    #: Told about each refused connection, session end, transaction end, TLS handshake, AUTH
+    #: attempt and PROXY header (:class:`smtpd_trio.metrics.Observer`); the default does
+    #: nothing. :class:`smtpd_trio.prometheus.PrometheusMetrics` keeps Prometheus metrics.
+    observer: Observer = attrs.field(default=NO_OBSERVER, validator=_observer)
 
     #: What the protocol state machine needs of all this, built once (see :attr:`smtp`).
     _smtp: SMTPSettings = attrs.field(init=False, repr=False, eq=False)

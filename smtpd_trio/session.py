@@ -73,6 +73,7 @@ from .handler import (
     handler_callbacks,
 )
 from .limits import RefusalLog, client_key
+from .metrics import AuthOutcome
 from .trace import received_header
 
 if TYPE_CHECKING:
@@ -153,6 +154,19 @@ class _PrefixedStream(trio.abc.Stream):
 # What a handler gave for a decision when it did not give a reply: it failed, or timed out.
 _FAILED: Final = object()
 _TIMED_OUT: Final = object()
+
+
+def _auth_outcome(result: object) -> AuthOutcome:
+    """What the client is told for the authenticator's ``result``: 235 for an identity, 535
+    for None, a refusal's own code for a Reply (one that is not a refusal is answered 454, as
+    is a failure, a timeout or a result of the wrong type)."""
+    if result is None:
+        return "failure"
+    if isinstance(result, str):
+        return "success"
+    if isinstance(result, Reply) and result.code >= 500:
+        return "failure"
+    return "temporary-failure"
 
 
 @final
@@ -261,6 +275,7 @@ class SessionDriver:
     async def run(self, initial_data: bytes = b"") -> None:
         """Serve the session to its end; always closes the stream."""
         machine = self.machine
+        started = trio.current_time()
         try:
             if self.config.implicit_tls:
                 if initial_data:
@@ -270,6 +285,7 @@ class SessionDriver:
                     initial_data = b""
                 info = await self._handshake()
                 if info is None:
+                    machine.close(CloseReason.TLS_FAILED)
                     return
                 machine.tls_established(info)
             pause = self.config.greet_pause
@@ -296,6 +312,7 @@ class SessionDriver:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
                 await self._finish()
+            self.config.observer.session_ended(machine.close_reason, trio.current_time() - started)
             if isinstance(self.stream, trio.SSLStream) and not self._broken:
                 # End TLS with close_notify (RFC 8446 §6.1), so the client sees a clean close
                 # after 221/421 rather than a truncation error.
@@ -598,6 +615,7 @@ class SessionDriver:
         assert authenticator is not None  # AUTH is only offered with one
         sid = self.session.id
         identity = await self._ask("authenticator", authenticator, event.credentials)
+        self.config.observer.authentication(_auth_outcome(identity))
         if identity is _FAILED or identity is _TIMED_OUT or isinstance(identity, Reply):
             self._answer("authenticator", identity)
             return
@@ -709,8 +727,13 @@ class SessionDriver:
                         else "connection ended before the end of the message"
                     )
 
-    async def _on_transaction_end(self, event: TransactionEnded) -> None:
+    def _transaction_ended(self, event: TransactionEnded) -> None:
+        """What every transaction end gets, with or without a handler callback."""
         self._log_transaction(event)  # messages are logged even from ignored hosts
+        self.config.observer.transaction_ended(event.outcome, event.size)
+
+    async def _on_transaction_end(self, event: TransactionEnded) -> None:
+        self._transaction_ended(event)
         fn = self.callbacks.on_transaction_end
         if fn is not None:
             await self._notify("on_transaction_end", fn, event.envelope, event.outcome)
@@ -744,15 +767,18 @@ class SessionDriver:
                 self.session.id,
                 _tls_error_text(cause) if cause else "connection lost",
             )
+            self.config.observer.tls_handshake("failure")
             self._broken = True
             return None
         finally:
             _SNI.reset(token)
         if scope.cancelled_caught:
             log.info("[%s] TLS handshake timed out", self.session.id)
+            self.config.observer.tls_handshake("timeout")
             self._broken = True
             return None
         self.stream = tls_stream
+        self.config.observer.tls_handshake("success")
         cipher = tls_stream.cipher()
         context_verifies = context.verify_mode != ssl.CERT_NONE
         peer_cert = tls_stream.getpeercert() if context_verifies else None
@@ -827,7 +853,7 @@ def _accept(driver: SessionDriver, event: Event) -> None:
 
 
 def _log_end(driver: SessionDriver, event: TransactionEnded) -> None:
-    driver._log_transaction(event)
+    driver._transaction_ended(event)
 
 
 def _note_rejected(driver: SessionDriver, event: CommandRejected) -> None:

@@ -311,6 +311,12 @@ class SMTPMachine:
         """True while the message text is being read (between 354 and the final dot)."""
         return self.state is State.DATA
 
+    @property
+    def close_reason(self) -> CloseReason:
+        """Why the session ended: the reason its :class:`Closed` carries (until it has ended,
+        PEER_CLOSED)."""
+        return self._close_reason
+
     # ---- output ----------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
