@@ -386,7 +386,7 @@ async def test_a_silent_upstream_is_451_after_the_connect_timeout(nursery: trio.
 async def test_a_slow_answer_is_451_and_the_next_transaction_reconnects(
     upstream: Upstream,
 ) -> None:
-    relay = Relay("127.0.0.1", upstream.port, starttls=False, timeout=0.2)
+    relay = Relay("127.0.0.1", upstream.port, starttls=False, timeout=1.0)
     async with open_test_session(relay, config=front(relay)) as client:
         await ehlo(client)
         await client.command("MAIL FROM:<a@example.com>")
@@ -401,7 +401,7 @@ async def test_a_slow_answer_is_451_and_the_next_transaction_reconnects(
 
 async def test_a_handler_timeout_drops_the_upstream_connection(upstream: Upstream) -> None:
     relay = Relay("127.0.0.1", upstream.port, starttls=False)
-    async with open_test_session(relay, config=front(relay, handler_timeout=0.2)) as client:
+    async with open_test_session(relay, config=front(relay, handler_timeout=1.0)) as client:
         await ehlo(client)
         await client.command("MAIL FROM:<a@example.com>")
         reply = await client.command("RCPT TO:<slow@example.org>")
@@ -432,7 +432,7 @@ async def test_421_from_upstream_is_451_and_the_next_transaction_reconnects(
 
 async def test_a_kept_connection_closed_by_the_upstream_is_replaced(nursery: trio.Nursery) -> None:
     # The upstream drops idle clients after a short command timeout.
-    upstream = await start_upstream(nursery, Config(hostname="upstream.test", command_timeout=0.2))
+    upstream = await start_upstream(nursery, Config(hostname="upstream.test", command_timeout=1.0))
     relay = Relay("127.0.0.1", upstream.port, starttls=False)
     async with open_test_session(relay, config=front(relay)) as client:
         await ehlo(client)

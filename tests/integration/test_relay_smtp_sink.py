@@ -243,3 +243,19 @@ async def test_an_upstream_that_goes_away_is_451(smtp_sink: str, tmp_path: Path)
     finally:
         if not stopped:
             await sink_running.__aexit__(None, None, None)
+
+
+async def test_helo_when_the_upstream_does_not_speak_esmtp(smtp_sink: str, tmp_path: Path) -> None:
+    async with running_sink(smtp_sink, tmp_path, "-e") as sink:
+        async with open_test_session(relay_to(sink), config=FRONT) as client:
+            await ehlo(client)
+            # BODY and SIZE cannot be passed on to a server without extensions, and need not be.
+            reply = await client.sendmail(
+                "a@example.com", ["b@example.org"], MESSAGE, mail_params=" BODY=7BIT SIZE=99"
+            )
+            assert reply.code == 250
+        (dump,) = sink.messages()
+    x_lines, ours = our_part(dump)
+    assert b"X-Client-Proto: SMTP" in x_lines
+    assert b"X-Mail-Args: <a@example.com>" in x_lines
+    assert ours.endswith(b"\n" + as_dumped(MESSAGE) + b"\n")
