@@ -21,6 +21,7 @@ from .handler import (
     TLSInfo,
     TransactionOutcome,
 )
+from .handlers.message import MessageHandler
 from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
 from .session import run_session
 from .trace import received_header
@@ -36,6 +37,7 @@ __all__ = [
     "Handler",
     "Message",
     "MessageAborted",
+    "MessageHandler",
     "MessageStream",
     "NulOctets",
     "Reject",

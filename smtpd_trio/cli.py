@@ -21,6 +21,7 @@ import functools
 import ipaddress
 import json
 import logging
+import os
 import re
 import select
 import signal
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Final, NamedTuple, NoReturn, Protocol, TextIO
+from typing import Any, Final, NamedTuple, NoReturn, Protocol, TextIO
 
 import attrs
 import trio
@@ -40,7 +41,8 @@ from . import __version__
 from .auth import StaticAuthenticator
 from .config import Config
 from .errors import ConfigError
-from .handlers import Debugging, Maildir, Sink, from_spec
+from .handler import Handler
+from .handlers import BUILT_IN, from_spec
 from .server import SMTPServer, endpoint_of, open_smtp_listeners
 from .trust import TrustedNetworks
 
@@ -483,7 +485,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Run an SMTP server with one of the built-in handlers.",
+        description="Run an SMTP server with a built-in handler or your own.",
     )
     p.add_argument(
         "--host",
@@ -498,8 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--handler",
         default="debugging",
-        metavar="debugging|sink|maildir:DIR",
-        help="what to do with each message (default: debugging, which prints it)",
+        metavar="SPEC",
+        help="what to do with each message: debugging (print it; the default), sink "
+        "(discard), maildir:DIR, mbox:PATH, relay:HOST:PORT[:no-verify] (forward to another "
+        "server), or your own as MODULE:ATTR (a handler class, factory or instance; imported "
+        "with the current directory first on sys.path)",
     )
     p.add_argument(
         "--max-message-size",
@@ -788,7 +793,15 @@ def _config(args: argparse.Namespace) -> Config:
     return Config(**fields)  # type: ignore[arg-type]
 
 
-def _handler(spec: str) -> Debugging | Sink | Maildir:
+def _handler(spec: str) -> Handler[Any]:
+    """The handler for ``--handler SPEC``. For ``MODULE:ATTR`` the current directory is put
+    first on sys.path, as ``python -m`` does, so that the ``smtpd-trio`` script and every
+    ``--workers`` process (started in the same directory) find the same module; for the
+    built-in handlers sys.path is left alone."""
+    name, sep, _ = spec.partition(":")
+    cwd = os.getcwd()
+    if sep and name not in BUILT_IN and cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         return from_spec(spec)
     except ConfigError as exc:
@@ -798,6 +811,28 @@ def _handler(spec: str) -> Debugging | Sink | Maildir:
         raise ConfigError(
             f"argument --handler: cannot use {spec!r}: {_os_reason(exc)}{where}"
         ) from None
+
+
+def _server(handler: Handler[Any], config: Config, spec: str) -> SMTPServer:
+    """The server; the handler check's TypeError (a callback that is not async, or cannot
+    take its arguments) as a ConfigError naming --handler."""
+    try:
+        return SMTPServer(handler, config=config)
+    except TypeError as exc:
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"argument --handler: {spec!r} is not a usable handler: {text}") from None
+
+
+@contextlib.contextmanager
+def _handler_warnings_off() -> Iterator[None]:
+    """Silence the handler check's warnings (the workers give them, once each)."""
+    logger = logging.getLogger("smtpd_trio.handler")
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1032,6 +1067,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         handler = _handler(args.handler)
         if args.metrics is not None:
             config, metrics = _with_metrics(config, *args.metrics)
+        if args.workers > 1:
+            # Check the handler here, so that a bad one is one error line, not one per worker.
+            with _handler_warnings_off():
+                _server(handler, config, args.handler)
     except ConfigError as exc:
         parser.error(str(exc))
     hosts: list[str] = args.host or ["127.0.0.1"]
@@ -1044,7 +1083,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             parser.error(problem)
         sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
     logs = _setup_logging(_log_level(args), args.log_format)
-    server = SMTPServer(handler, config=config)
+    try:
+        server = _server(handler, config, args.handler)
+    except ConfigError as exc:
+        logs.flush()
+        parser.error(str(exc))
     if metrics is not None:
         metrics.track(server)
     try:
