@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import attrs
 
+from smtpd_trio._smtp.body import MemoryBudget
 from smtpd_trio._smtp.events import (
     NEED_DATA,
     Authenticate,
@@ -145,9 +146,13 @@ def smtp_settings(**options: Any) -> SMTPSettings:
     return SMTPSettings(**options)
 
 
-def new_run(*, stream_body: bool = False, **options: Any) -> Run:
+def new_run(
+    *, stream_body: bool = False, budget: MemoryBudget | None = None, **options: Any
+) -> Run:
     """A machine greeted with the default 220 (the banner is kept apart from the output)."""
-    m = SMTPMachine(smtp_settings(**options), session_id="t", stream_body=stream_body)
+    m = SMTPMachine(
+        smtp_settings(**options), session_id="t", stream_body=stream_body, budget=budget
+    )
     event = m.next_event()
     assert isinstance(event, Connect), event
     m.respond(None)

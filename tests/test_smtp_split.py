@@ -1,7 +1,8 @@
 """Split invariance of the whole machine: however the client's bytes are cut into reads (whole,
 at arbitrary points, or one byte at a time), the machine hands out the same events and sends
 the same bytes. Covers commands, pipelining, AUTH exchanges, message text (whole and
-streamed), bare CR/LF, over-long command and text lines, limits and the error limit.
+streamed, DATA and BDAT chunks, in SMTP and LMTP), bare CR/LF, over-long command and text lines,
+limits and the error limit.
 
 STARTTLS is left out on purpose: what the client pipelines after it in plaintext is discarded,
 and how much of it arrived before the handshake depends on the reads (by design).
@@ -24,6 +25,8 @@ from smtpd_trio._smtp.events import (
     DecisionEvent,
     Event,
     MessageChunk,
+    MessageEnd,
+    MessageReceived,
     RcptTo,
     TransactionEnded,
 )
@@ -34,6 +37,10 @@ from smtpd_trio._smtp.sasl import Login, Plain
 
 def b64(data: bytes) -> bytes:
     return base64.b64encode(data)
+
+
+def bdat(data: bytes, last: bool = False) -> bytes:
+    return b"BDAT %d%s\r\n" % (len(data), b" LAST" if last else b"") + data
 
 
 FRAGMENTS = [
@@ -73,11 +80,30 @@ FRAGMENTS = [
     b"\xff\xfe\r\n",
     b"FROB\r\n",
     b"QUIT\r\n",
+    # CHUNKING: chunks that hold commands, CRLF.CRLF, NUL, bare line ends; the size limit.
+    b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n",
+    bdat(b"hello"),
+    bdat(b"\r\n.\r\nQUIT\r\n\x00x", last=True),
+    bdat(b"RSET\r\nbare\nLF", last=True),
+    b"BDAT 0 LAST\r\n",
+    bdat(b"b" * 150),
+    b"BDAT 3x\r\n",
+    b"bdat 4 last\r\n\r\n\r\n",
+    b"LHLO c.example\r\n",
 ]
 
 
 BODIES = [f for f in FRAGMENTS if f.endswith(b"\r\n.\r\n")]
 START = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+#: Whole BDAT messages (after START_BDAT): chunk sequences ending in LAST.
+CHUNKED = [
+    bdat(b"one") + bdat(b"two", last=True),
+    bdat(b"x" * 120) + bdat(b"y" * 120) + bdat(b"z", last=True),  # over the size limit
+    bdat(b"a\x00b") + b"NOOP\r\n" + bdat(b"\r\n.\r\n", last=True),  # NUL, a command between
+    bdat(b"abc") + b"DATA\r\nRSET\r\n",
+    b"BDAT 0 LAST\r\n",
+]
+START_BDAT = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@d.example>\r\n"
 AUTH_LOGIN = b"AUTH LOGIN\r\n" + b64(b"user") + b"\r\n" + b64(b"right") + b"\r\n"
 REFUSED_TOKEN = b"AUTH OAUTHBEARER " + b64(oauthbearer_response(None, "t0ken")) + b"\r\nAQ==\r\n"
 
@@ -86,7 +112,9 @@ REFUSED_TOKEN = b"AUTH OAUTHBEARER " + b64(oauthbearer_response(None, "t0ken")) 
 ITEMS = st.one_of(
     st.sampled_from(FRAGMENTS),
     st.sampled_from(BODIES).map(lambda body: START + body),
+    st.sampled_from(CHUNKED).map(lambda chunks: START_BDAT + chunks),
     st.just(b"EHLO c.example\r\n" + AUTH_LOGIN),
+    st.just(b"LHLO c.example\r\n" + AUTH_LOGIN),
     st.just(b"EHLO c.example\r\n" + REFUSED_TOKEN),
 )
 
@@ -96,6 +124,11 @@ def policy(event: DecisionEvent) -> Reply | None:
     if isinstance(event, RcptTo) and event.address.startswith("no@"):
         return Reply(550, "5.1.1", "No such user")
     return None
+
+
+def lmtp_answer(address: str) -> Reply | None:
+    """LMTP: the message is refused for e@ recipients (over quota), accepted for the others."""
+    return Reply(452, "4.2.2", "Mailbox full") if address.startswith("e@") else None
 
 
 def run(chunks: list[bytes], options: dict[str, Any]) -> Run:
@@ -111,6 +144,8 @@ def run(chunks: list[bytes], options: dict[str, Any]) -> Run:
             r.events.append(event)
             if isinstance(event, Authenticate):
                 m.auth_result(authenticate(event))
+            elif isinstance(event, MessageReceived | MessageEnd) and m.settings.lmtp:
+                m.respond_recipients([lmtp_answer(address) for address in event.envelope.rcpt_tos])
             elif isinstance(event, DecisionEvent):
                 m.respond(policy(event))
             elif isinstance(event, Closed):
@@ -143,6 +178,7 @@ def normalised(events: list[Event]) -> list[Event]:
     stream_body=st.booleans(),
     bare=st.sampled_from(list(BareLineEndings)),
     max_errors=st.sampled_from([3, 1000]),
+    lmtp=st.booleans(),
 )
 def test_the_same_events_and_bytes_however_the_input_is_cut(
     fragments: list[bytes],
@@ -150,8 +186,10 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
     stream_body: bool,
     bare: BareLineEndings,
     max_errors: int,
+    lmtp: bool,
 ) -> None:
     options: dict[str, Any] = {
+        "lmtp": lmtp,
         "stream_body": stream_body,
         "bare_line_endings": bare,
         "max_errors": max_errors,

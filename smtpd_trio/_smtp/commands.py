@@ -199,6 +199,38 @@ def parse_params(text: str, *, utf8: bool) -> dict[str, str | None]:
     return params
 
 
+#: The longest chunk size BDAT may announce, in digits: 10**20 octets is more than anyone can
+#: send, and a bound keeps int() cheap whatever ``max_command_line`` allows.
+MAX_CHUNK_DIGITS: Final = 20
+
+_BDAT_SYNTAX: Final = "BDAT needs a chunk size in octets, optionally followed by LAST"
+
+
+def parse_bdat(arg: str | None) -> tuple[int, bool]:
+    """The arguments of ``BDAT chunk-size [LAST]`` (RFC 3030 §2): the chunk size in octets and
+    whether this is the last chunk.
+
+    ``chunk-size`` is ``1*DIGIT`` (ASCII digits; leading zeros allowed, at most
+    :data:`MAX_CHUNK_DIGITS` of them) and ``LAST`` is matched without regard to case, as SMTP
+    keywords are. The two are separated by spaces; nothing else may follow.
+    """
+    if arg is None:
+        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    words = [word for word in arg.split(" ") if word]
+    if not 1 <= len(words) <= 2:
+        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    size = words[0]
+    if not (size.isascii() and size.isdigit()):
+        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    if len(size) > MAX_CHUNK_DIGITS:
+        raise CommandSyntaxError(replies.syntax_error("BDAT chunk size too large"))
+    last = len(words) == 2
+    # Only ASCII letters fold: str.upper() would turn "la\u017ft" (long s) into "LAST".
+    if last and not (words[1].isascii() and words[1].upper() == "LAST"):
+        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    return int(size), last
+
+
 def parse_helo_name(arg: str | None) -> str:
     """The HELO/EHLO argument: a host name or an IPv4/IPv6 address literal, returned as sent.
 

@@ -1,7 +1,7 @@
 """What the protocol has established about a connection: one record, written by the machine.
 
 :class:`SessionFacts` is the single source of truth for the facts the SMTP conversation
-establishes (the HELO/EHLO name, TLS, the authenticated identity, messages accepted). The state
+establishes (the HELO/EHLO/LHLO name, TLS, the authenticated identity, messages accepted). The state
 machine writes them; everyone else reads them. The handler-facing
 :class:`smtpd_trio.Session` *is* a ``SessionFacts`` (a subclass adding the connection's
 endpoints and the handler's state), so there is nothing to copy and nothing to keep in step.
@@ -41,6 +41,7 @@ class SessionFacts:
     _tls: TLSInfo | None = None
     _authenticated_as: str | None = None
     _messages_accepted: int = 0
+    _lmtp: bool = False
 
     @property
     def helo_name(self) -> str | None:
@@ -66,3 +67,8 @@ class SessionFacts:
     def messages_accepted(self) -> int:
         """Messages acknowledged with 250 in this session."""
         return self._messages_accepted
+
+    @property
+    def lmtp(self) -> bool:
+        """True if the session speaks LMTP (RFC 2033) rather than SMTP."""
+        return self._lmtp
