@@ -8,7 +8,7 @@
 
 The ``from`` clause names the HELO name and, in the TCP-info comment, the real client address
 (after a trusted PROXY header), IPv6 as ``[IPv6:...]``. No reverse DNS lookup is made: it
-would put a network round trip on every message. ``with`` is SMTP or ESMTP plus ``S``
+would put a network round trip on every message. ``with`` is SMTP, ESMTP or LMTP plus ``S``
 under TLS and ``A`` when authenticated (RFC 3848), prefixed ``UTF8`` for SMTPUTF8 transactions
 (RFC 6531): only names registered with IANA. ``for`` is given only when there is exactly one
 recipient, so a message to many does not disclose the others.
@@ -193,16 +193,18 @@ def _is_label(label: str) -> bool:
 
 
 def protocol_name(session: Session[Any], envelope: Envelope) -> str:
-    """The ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA or their UTF8 forms.
+    """The ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, LMTP, LMTPS, LMTPA, LMTPSA
+    or their UTF8 forms (UTF8SMTP..., UTF8LMTP...).
 
     Only names in the IANA "Mail Transmission Types" registry: there is no "SMTPS", so a HELO
     session is SMTP whatever else is true of it.
     """
-    if not session.extended:
+    if session.lmtp:
+        name = "UTF8LMTP" if envelope.smtputf8 else "LMTP"
+    elif not session.extended:
         return "SMTP"
-    name = "ESMTP"
-    if envelope.smtputf8:
-        name = "UTF8SMTP"
+    else:
+        name = "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
     if session.tls is not None:
         name += "S"
     if session.authenticated_as is not None:
