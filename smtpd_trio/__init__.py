@@ -22,13 +22,22 @@ from .handler import (
     TransactionOutcome,
 )
 from .handlers.message import MessageHandler
-from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
+from .server import (
+    LMTP_PORT,
+    SMTPServer,
+    listener_port,
+    open_smtp_listeners,
+    open_unix_listener,
+    serve_lmtp,
+    serve_smtp,
+)
 from .session import run_session
 from .trace import received_header
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "LMTP_PORT",
     "BareLineEndings",
     "Config",
     "ConfigError",
@@ -50,7 +59,9 @@ __all__ = [
     "__version__",
     "listener_port",
     "open_smtp_listeners",
+    "open_unix_listener",
     "received_header",
     "run_session",
+    "serve_lmtp",
     "serve_smtp",
 ]
