@@ -245,6 +245,11 @@ _BODY_REPLIES: Final = {
 _TRANSACTION_STATES: Final = frozenset(
     {State.MAIL, State.RCPT, State.DATA, State.CHUNK, State.BDAT}
 )
+# The states in which the next input is a command line (or, in AUTH, a SASL response).
+_READS_LINES: Final = frozenset(
+    {State.CONNECTED, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH, State.REFUSED}
+)
+_READING_TEXT: Final = frozenset({State.DATA, State.CHUNK})
 
 
 class _Skip(NamedTuple):
@@ -398,8 +403,7 @@ class SMTPMachine:
     def reading_data(self) -> bool:
         """True while message text is being read (between 354 and the final dot, or the octets
         of a BDAT chunk)."""
-        state = self.state
-        return state is State.DATA or state is State.CHUNK
+        return self.state in _READING_TEXT
 
     @property
     def close_reason(self) -> CloseReason:
@@ -446,13 +450,7 @@ class SMTPMachine:
             event: Event | NeedData | None
             if state is State.DATA:
                 event = self._read_body()
-            elif state is State.CHUNK:
-                event = self._read_chunk()
-            elif state is State.GREETING:
-                return self._decide(Connect())
-            elif state is State.TLS_HANDSHAKE:
-                raise RuntimeError("call tls_established() (or close()) after the TLS handshake")
-            else:
+            elif state in _READS_LINES:  # one set lookup: State.X costs about 0.1 us each
                 line = self._next_line()
                 if line is None:
                     event = NEED_DATA
@@ -460,6 +458,12 @@ class SMTPMachine:
                     event = self._auth_line(line)
                 else:
                     event = self._handle_line(line)
+            elif state is State.CHUNK:
+                event = self._read_chunk()
+            elif state is State.GREETING:
+                return self._decide(Connect())
+            else:  # TLS_HANDSHAKE
+                raise RuntimeError("call tls_established() (or close()) after the TLS handshake")
             if event is None:
                 continue  # answered by the machine itself: take the next command
             if event is not NEED_DATA:
