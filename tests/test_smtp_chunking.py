@@ -14,7 +14,7 @@ from machine_driver import Run, bytewise, drive, ended, new_run, outcomes, smtp_
 
 from smtpd_trio._smtp import replies
 from smtpd_trio._smtp.body import BareLineEndings, MemoryBudget, NulOctets
-from smtpd_trio._smtp.commands import MAX_CHUNK_DIGITS, CommandSyntaxError, parse_bdat
+from smtpd_trio._smtp.commands import MAX_CHUNK_DIGITS, ChunkSyntaxError, parse_bdat
 from smtpd_trio._smtp.events import (
     Closed,
     CloseReason,
@@ -224,10 +224,24 @@ def test_out_of_sequence_bdat_counts_as_a_protocol_error() -> None:
     assert run.machine.close_reason is CloseReason.TOO_MANY_ERRORS
 
 
-def test_malformed_bdat_is_501_and_reads_nothing() -> None:
+def test_bdat_without_a_readable_size_is_501_and_reads_nothing() -> None:
     run = drive(OPEN + b"BDAT 3x\r\nNOOP\r\n" + bdat(b"abc", last=True))
     assert after_open(run) == [(501, "5.5.4"), (250, "2.0.0"), (250, "2.0.0")]
     assert messages(run) == [b"abc"]
+    assert run.machine.errors == 1
+
+
+@pytest.mark.parametrize("line", [b"BDAT 6 FIRST\r\n", b"BDAT 6 LAST now\r\n"])
+def test_malformed_bdat_with_a_size_reads_that_many_octets_first(line: bytes) -> None:
+    """The client sends the octets it announced whatever we think of the rest of the line:
+    they are read, so they are never taken for commands, and then answered 501."""
+    run = drive(OPEN + bdat(b"one") + line + b"QUIT\r\n" + b"NOOP\r\n")
+    assert [(r.code, r.enhanced) for r in run.replies[3:]] == [
+        (250, "2.0.0"),
+        (501, "5.5.4"),
+        (250, "2.0.0"),  # NOOP: "QUIT\r\n" was the chunk
+    ]
+    assert run.machine.state is State.BDAT  # the message goes on
     assert run.machine.errors == 1
 
 
@@ -471,9 +485,13 @@ def test_bdat_arguments_follow_the_grammar(arg: str) -> None:
     """RFC 3030: chunk-size is 1*DIGIT (here at most 20), then optionally SP "LAST"."""
     expected = _GRAMMAR.fullmatch(arg)
     if expected is None or len(expected.group(1)) > MAX_CHUNK_DIGITS:
-        with pytest.raises(CommandSyntaxError) as caught:
+        with pytest.raises(ChunkSyntaxError) as caught:
             parse_bdat(arg)
         assert caught.value.reply.code == 501
+        # The size is known when the first word is one: the client sends that many octets.
+        first = arg.strip(" ").split(" ")[0]
+        readable = first.isascii() and first.isdigit() and len(first) <= MAX_CHUNK_DIGITS
+        assert caught.value.size == (int(first) if readable else None)
         return
     assert parse_bdat(arg) == (int(expected.group(1)), expected.group(2) is not None)
 

@@ -88,6 +88,7 @@ FRAGMENTS = [
     b"BDAT 0 LAST\r\n",
     bdat(b"b" * 150),
     b"BDAT 3x\r\n",
+    b"BDAT 3 FIRST\r\nabc",
     b"bdat 4 last\r\n\r\n\r\n",
     b"LHLO c.example\r\n",
 ]

@@ -206,28 +206,37 @@ MAX_CHUNK_DIGITS: Final = 20
 _BDAT_SYNTAX: Final = "BDAT needs a chunk size in octets, optionally followed by LAST"
 
 
+class ChunkSyntaxError(CommandSyntaxError):
+    """A malformed BDAT command; ``size`` is its chunk size if that much could be read (the
+    client sends that many octets all the same, and they are not commands)."""
+
+    def __init__(self, reply: Reply, size: int | None = None) -> None:
+        super().__init__(reply)
+        self.size = size
+
+
 def parse_bdat(arg: str | None) -> tuple[int, bool]:
     """The arguments of ``BDAT chunk-size [LAST]`` (RFC 3030 §2): the chunk size in octets and
     whether this is the last chunk.
 
     ``chunk-size`` is ``1*DIGIT`` (ASCII digits; leading zeros allowed, at most
     :data:`MAX_CHUNK_DIGITS` of them) and ``LAST`` is matched without regard to case, as SMTP
-    keywords are. The two are separated by spaces; nothing else may follow.
+    keywords are. The two are separated by spaces; nothing else may follow. Raises
+    :class:`ChunkSyntaxError`, with the size when it is well-formed and something after it is
+    not (``BDAT 5 FIRST``).
     """
-    if arg is None:
-        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
-    words = [word for word in arg.split(" ") if word]
-    if not 1 <= len(words) <= 2:
-        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    words = [word for word in arg.split(" ") if word] if arg is not None else []
+    if not words:
+        raise ChunkSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
     size = words[0]
     if not (size.isascii() and size.isdigit()):
-        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+        raise ChunkSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
     if len(size) > MAX_CHUNK_DIGITS:
-        raise CommandSyntaxError(replies.syntax_error("BDAT chunk size too large"))
+        raise ChunkSyntaxError(replies.syntax_error("BDAT chunk size too large"))
     last = len(words) == 2
     # Only ASCII letters fold: str.upper() would turn "la\u017ft" (long s) into "LAST".
-    if last and not (words[1].isascii() and words[1].upper() == "LAST"):
-        raise CommandSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    if len(words) > 2 or (last and not (words[1].isascii() and words[1].upper() == "LAST")):
+        raise ChunkSyntaxError(replies.syntax_error(_BDAT_SYNTAX), int(size))
     return int(size), last
 
 

@@ -72,6 +72,7 @@ import attrs
 from . import replies
 from .body import BodyProblem, BodyReader, BodyResult, ChunkReader, MemoryBudget, NulOctets
 from .commands import (
+    ChunkSyntaxError,
     CommandSyntaxError,
     parse_bdat,
     parse_helo_name,
@@ -958,8 +959,14 @@ class SMTPMachine:
         settings = self.settings
         if not settings.chunking:
             return self._error(replies.NOT_IMPLEMENTED, raw)
-        size, last = parse_bdat(arg)  # malformed: 501, and nothing can be known of a chunk
         state = self.state
+        try:
+            size, last = parse_bdat(arg)
+        except ChunkSyntaxError as exc:
+            if exc.size is None:  # no size to go by: nothing can be read as the chunk
+                return self._error(exc.reply, raw)
+            self._drop_chunk(exc.size, _Skip(exc.reply, raw, False, state, exc.size))
+            return None  # the 501 once its octets are read (they are not commands)
         table = _LMTP_BDAT_OUT_OF_SEQUENCE if settings.lmtp else _BDAT_OUT_OF_SEQUENCE
         refusal = table.get(state)
         if refusal is not None:
