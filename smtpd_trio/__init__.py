@@ -25,6 +25,7 @@ from .handlers.message import MessageHandler
 from .server import (
     LMTP_PORT,
     SMTPServer,
+    UnixSocketListener,
     listener_port,
     open_smtp_listeners,
     open_unix_listener,
@@ -56,6 +57,7 @@ __all__ = [
     "Session",
     "TLSInfo",
     "TransactionOutcome",
+    "UnixSocketListener",
     "__version__",
     "listener_port",
     "open_smtp_listeners",

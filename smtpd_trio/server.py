@@ -544,8 +544,8 @@ async def serve_lmtp(
     ),
 ) -> None:
     """Serve LMTP (RFC 2033) for ``handler`` until cancelled: :func:`serve_smtp` with
-    ``lmtp=True`` in the ``config`` (the default ``Config()`` otherwise), on port
-    :data:`LMTP_PORT` (8024) unless told, and never on port 25 (ValueError). A delivery agent
+    ``lmtp=True`` in the ``config`` (the default ``Config()`` otherwise), on port 8024
+    (``LMTP_PORT``) unless told, and never on port 25 (ValueError). A delivery agent
     usually listens on a UNIX socket only: ``serve_lmtp(handler, port=None,
     unix="/run/lmtp.sock")``.
     """
@@ -580,9 +580,11 @@ class UnixSocketListener(trio.abc.Listener[trio.SocketStream]):
         return self._listener.socket
 
     async def accept(self) -> trio.SocketStream:
+        """The next connection."""
         return await self._listener.accept()
 
     async def aclose(self) -> None:
+        """Stop listening and remove the socket file (if it is still the one made here)."""
         try:
             await self._listener.aclose()
         finally:  # also when cancelled (trio.aclose_forcefully): the socket is closed by then
