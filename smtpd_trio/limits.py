@@ -18,6 +18,7 @@ Every table here is bounded, whatever a flood of distinct addresses does:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from typing import Final, final
@@ -30,6 +31,7 @@ DEFAULT_MAX_TRACKED: Final = 100_000
 _OTHERS: Final = "other clients"
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(host: str, *, ipv6_prefix: int = 64) -> str | None:
     """What a client is counted by: its IPv4 address, its IPv6 network (``/ipv6_prefix``),
     or None for clients that are not limited (UNIX sockets, unknown peers)."""

@@ -96,6 +96,18 @@ def stream_endpoints(stream: trio.abc.Stream) -> tuple[Endpoint | None, Endpoint
         return None, None
 
 
+def stream_peer(stream: trio.abc.Stream) -> Endpoint | None:
+    """The peer of a socket stream (one system call); "unknown" for other streams, None for a
+    socket whose peer is already gone (reset before we got to it)."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return Endpoint("unknown")
+    try:
+        return endpoint_of(sock.getpeername())
+    except OSError:
+        return None
+
+
 @final
 class SMTPServer:
     """An SMTP server for one handler and one :class:`Config`, over any listeners."""
@@ -276,7 +288,7 @@ class SMTPServer:
         """
         session_id = new_session_id()
         if peer is None:
-            peer, _local = stream_endpoints(stream)
+            peer = stream_peer(stream)
             if peer is None:
                 # Reset before we served it (TCP health checks do this): nothing to say to it.
                 log.debug("[%s] peer went away before it was served", session_id)

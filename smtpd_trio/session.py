@@ -202,6 +202,7 @@ class SessionDriver:
         "_progress",
         "_rate",
         "_session_end",
+        "_shutting_down",
         "_stress_timeout",
         "_wait_started",
         "_waiting",
@@ -244,6 +245,7 @@ class SessionDriver:
         self._io_scope: trio.CancelScope | None = None
         self._waiting: str | None = None
         self._woken = False  # the server interrupted an idle wait to shut down
+        self._shutting_down = False  # the server asked this session to end when idle
         self._progress = -1  # machine.lines_taken when the clock was last restarted
         self._broken = False  # nothing more can be written to the stream
         # Seconds the client has left for what it is sending now (see _io), and whether that
@@ -301,7 +303,6 @@ class SessionDriver:
             if initial_data:
                 machine.receive_data(initial_data)
             closed = await self._loop()
-            await self._send_goodbye()
             self._log_close(closed)
         except trio.Cancelled:
             # The server is stopping hard: say goodbye if we can, without waiting long.
@@ -310,8 +311,10 @@ class SessionDriver:
                 await self._send_goodbye()
             raise
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
-                await self._finish()
+            ends = self._finish()
+            if ends or self.callbacks.on_close is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
+                    await self._tell_the_handler(ends)
             self.config.observer.session_ended(machine.close_reason, trio.current_time() - started)
             if isinstance(self.stream, trio.SSLStream) and not self._broken:
                 # End TLS with close_notify (RFC 8446 §6.1), so the client sees a clean close
@@ -348,6 +351,16 @@ class SessionDriver:
                             continue
                         kind = type(event)
                         if kind is Closed:
+                            # The last words (221, 421) go out under this same scope.
+                            data = machine.data_to_send()
+                            if data and not self._broken:
+                                scope.deadline = trio.current_time() + _GOODBYE_TIMEOUT
+                                self._waiting = "goodbye"
+                                try:
+                                    await self.stream.send_all(data)
+                                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                                    self._broken = True
+                                self._waiting = None
                             return event  # type: ignore[return-value]
                         step = immediate.get(kind)
                         if step is not None:
@@ -403,6 +416,11 @@ class SessionDriver:
                 self._broken = True
                 machine.receive_data(b"")
                 return
+            if self._shutting_down and not machine.in_transaction:
+                # Shutdown was asked for while we were sending: do not start an idle wait
+                # it would not interrupt; the machine ends the session (421) right away.
+                self._waiting = None
+                return
         self._waiting = "receive" if machine.in_transaction else "idle"
         try:
             received = await self.stream.receive_some(_RECEIVE_SIZE)
@@ -419,7 +437,9 @@ class SessionDriver:
     def _interrupted(self) -> None:
         """An I/O wait was cut short: tell the machine why (it decides the goodbye)."""
         waiting, self._waiting = self._waiting, None
-        if waiting == "send":
+        if waiting == "goodbye":
+            self._broken = True  # the client is not reading its 221 or 421: no more to say
+        elif waiting == "send":
             self._refused("stalled", "client stopped reading; closing")
             self._broken = True
             self.machine.close(CloseReason.STALLED)
@@ -469,6 +489,7 @@ class SessionDriver:
         """Called by the server on graceful shutdown: the session ends (421) as soon as no
         mail transaction is open; an idle wait for the next command is interrupted at once."""
         self.machine.request_shutdown()
+        self._shutting_down = True
         if self._waiting == "idle" and self._io_scope is not None:
             self._woken = True
             self._io_scope.cancel()
@@ -493,17 +514,27 @@ class SessionDriver:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._broken = True
 
-    async def _finish(self) -> None:
-        """The session is over: the last transaction's end and on_close reach the handler."""
+    def _finish(self) -> list[TransactionEnded]:
+        """The session is over: the last transaction's end is logged and counted; returns the
+        ends the handler's on_transaction_end must still hear of."""
         machine = self.machine
         machine.close(CloseReason.PEER_CLOSED)  # a no-op unless the loop did not finish
         machine.data_to_send()
+        ends: list[TransactionEnded] = []
         while True:
             event = machine.next_event()
-            if type(event) is TransactionEnded:
-                await self._on_transaction_end(event)
-            else:
-                break
+            if type(event) is not TransactionEnded:
+                return ends
+            self._transaction_ended(event)
+            if self.callbacks.on_transaction_end is not None:
+                ends.append(event)
+
+    async def _tell_the_handler(self, ends: list[TransactionEnded]) -> None:
+        """The last transaction ends, then on_close (shielded, briefly: see run())."""
+        on_end = self.callbacks.on_transaction_end
+        for event in ends:
+            assert on_end is not None
+            await self._notify("on_transaction_end", on_end, event.envelope, event.outcome)
         if self.callbacks.on_close is not None:
             await self._notify("on_close", self.callbacks.on_close)
 
