@@ -1,8 +1,9 @@
 """smtpd-trio: an SMTP server framework for Trio.
 
-Write a handler with a few async methods, then ``trio.run(serve_smtp, handler)``; or serve one
-session on any Trio stream with :func:`run_session`; or test a handler with no sockets at all
-using :mod:`smtpd_trio.testing`. See docs/ for the guides.
+Write a handler with a few async methods, then ``smtpd_trio.run(handler)`` (serves until
+Ctrl-C or SIGTERM, then shuts down gracefully) or ``await serve_smtp(handler)`` in a Trio
+program; serve one session on any Trio stream with :func:`run_session`; or test a handler with
+no sockets at all using :mod:`smtpd_trio.testing`. See docs/ for the guides.
 """
 
 from ._smtp.body import BareLineEndings, NulOctets
@@ -21,6 +22,7 @@ from .handler import (
     TLSInfo,
     TransactionOutcome,
 )
+from .runner import run
 from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
 from .session import run_session
 from .trace import received_header
@@ -49,6 +51,7 @@ __all__ = [
     "listener_port",
     "open_smtp_listeners",
     "received_header",
+    "run",
     "run_session",
     "serve_smtp",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import ipaddress
 import json
 import logging
@@ -39,6 +40,7 @@ from .auth import StaticAuthenticator
 from .config import Config
 from .errors import ConfigError
 from .handlers import Debugging, Maildir, Sink, from_spec
+from .runner import serve_until_signalled
 from .server import SMTPServer, endpoint_of, open_smtp_listeners
 from .trust import TrustedNetworks
 
@@ -850,29 +852,19 @@ async def _run(
     reuse_port: bool,
     flush_logs: Callable[[], None],
 ) -> None:
-    # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
-    # appears must start a graceful shutdown, not kill the process with the default action.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        listeners = await _open_listeners(hosts, port, reuse_port)
+    def listening(listeners: Sequence[trio.SocketListener]) -> None:
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
         flush_logs()  # supervisors and tests wait for this line: no batching delay
-        async with trio.open_nursery() as nursery:
 
-            async def watch_signals() -> None:
-                async for signum in signals:
-                    if server.shutting_down:
-                        log.warning("second %s: stopping now", signal.Signals(signum).name)
-                        nursery.cancel_scope.cancel()
-                        return
-                    log.info("%s received: graceful shutdown", signal.Signals(signum).name)
-                    server.shutdown()
-
-            nursery.start_soon(watch_signals)
-            await server.serve(listeners)
-            # serve() returns once a graceful shutdown is complete: stop watching signals.
-            nursery.cancel_scope.cancel()
-        log.info("stopped")
+    # The signals are caught before "listening on" is logged: a SIGTERM sent as soon as that
+    # line appears starts a graceful shutdown, and a second one stops at once.
+    await serve_until_signalled(
+        server,
+        functools.partial(_open_listeners, hosts, port, reuse_port),
+        on_listening=listening,
+    )
+    log.info("stopped")
 
 
 def _worker_argv(argv: Sequence[str]) -> list[str]:
