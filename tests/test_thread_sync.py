@@ -1,4 +1,4 @@
-"""ServerThread and Collector from plain synchronous tests.
+"""ServerThread, Collector and the smtpd_server fixture from plain synchronous tests.
 
 Nothing here imports Trio: this is how a Django or Flask test suite sees the package.
 """
@@ -29,13 +29,14 @@ from smtpd_trio import (
     Session,
     SMTPServer,
 )
+from smtpd_trio.pytest_plugin import LiveServer
 from smtpd_trio.testing import Collector, as_email
 
 HOST = "127.0.0.1"
 MESSAGE = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: Hello\r\n\r\nHi there.\r\n"
 
 
-def send(server: ServerThread, message: bytes = MESSAGE, **envelope: Any) -> None:
+def send(server: ServerThread | LiveServer, message: bytes = MESSAGE, **envelope: Any) -> None:
     mail_from = envelope.get("mail_from", "a@example.com")
     rcpt_tos = envelope.get("rcpt_tos", ["b@example.org"])
     with smtplib.SMTP(server.host, server.port, local_hostname="client.test", timeout=10) as smtp:
@@ -352,3 +353,52 @@ def test_assertion_helpers() -> None:
     assert inbox.messages == []
     with pytest.raises(AssertionError, match="expected one message, 0 arrived"):
         inbox.assert_one_message()
+
+
+# ---------------------------------------------------------------------------------------------
+# The pytest plugin's smtpd_server fixture
+# ---------------------------------------------------------------------------------------------
+
+
+def test_smtpd_server_fixture(smtpd_server: LiveServer, smtpd_collector: Collector) -> None:
+    assert smtpd_server.host == HOST
+    send(smtpd_server)
+    assert smtpd_server.messages == smtpd_collector.messages
+    smtpd_server.collector.assert_one_message(to="b@example.org", subject="Hello")
+    assert "by mx.test (smtpd-trio)" in smtpd_server.messages[0].received_header
+
+
+class Picky(Collector):
+    async def on_mail(
+        self, session: Session, address: str, params: Mapping[str, str | None]
+    ) -> Reply | None:
+        if address.endswith("@spam.test"):
+            raise Reject(550, "5.7.1", "Not from you")
+        return None
+
+
+@pytest.mark.smtpd(handler=Picky, config=Config(hostname="mx.example.org"))
+def test_smtpd_server_with_the_marker(smtpd_server: LiveServer) -> None:
+    assert isinstance(smtpd_server.thread.handler, Picky)
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        send(smtpd_server, mail_from="x@spam.test")
+    send(smtpd_server)
+    [message] = smtpd_server.messages
+    assert "by mx.example.org (smtpd-trio)" in message.received_header
+
+
+class Counting(Handler):
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def on_data(self, session: Session, message: Message) -> None:
+        self.count += 1
+
+
+@pytest.mark.smtpd(handler=Counting)
+def test_smtpd_server_with_a_handler_that_is_not_a_collector(smtpd_server: LiveServer) -> None:
+    send(smtpd_server)
+    assert isinstance(smtpd_server.thread.handler, Counting)
+    assert smtpd_server.thread.handler.count == 1
+    with pytest.raises(RuntimeError, match="the handler, Counting, is not a Collector"):
+        smtpd_server.messages  # noqa: B018
