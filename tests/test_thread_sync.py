@@ -5,18 +5,17 @@ Nothing here imports Trio: this is how a Django or Flask test suite sees the pac
 
 from __future__ import annotations
 
-import contextlib
 import email.message
 import errno
-import logging
 import smtplib
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from email.policy import SMTP
 from typing import Any
 
 import pytest
+from server_log import shutdown_begun
 
 from smtpd_trio import (
     Config,
@@ -41,28 +40,6 @@ def send(server: ServerThread | LiveServer, message: bytes = MESSAGE, **envelope
     rcpt_tos = envelope.get("rcpt_tos", ["b@example.org"])
     with smtplib.SMTP(server.host, server.port, local_hostname="client.test", timeout=10) as smtp:
         assert smtp.sendmail(mail_from, rcpt_tos, message) == {}
-
-
-@contextlib.contextmanager
-def shutdown_begun() -> Iterator[threading.Event]:
-    """An event set once a graceful shutdown has begun in a server (it says so in its log)."""
-    begun = threading.Event()
-
-    class Watch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage().startswith("shutting down"):
-                begun.set()
-
-    logger = logging.getLogger("smtpd_trio.server")
-    watch = Watch(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(watch)
-    logger.setLevel(logging.INFO)
-    try:
-        yield begun
-    finally:
-        logger.removeHandler(watch)
-        logger.setLevel(old_level)
 
 
 # ---------------------------------------------------------------------------------------------
