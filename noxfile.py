@@ -30,7 +30,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests, the examples and the abuse and soak scripts."""
     session.install("-e", ".[test,crc32c]", "mypy")
     session.run("mypy")
-    session.run("mypy", "--strict", "bench/abuse.py", "bench/soak.py", "bench/serverproc.py")
+    session.run(
+        "mypy",
+        "--strict",
+        "bench/abuse.py",
+        "bench/soak.py",
+        "bench/serverproc.py",
+        "bench/thread_startstop.py",
+    )
 
 
 @nox.session(python=PYTHON[0])
