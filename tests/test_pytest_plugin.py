@@ -189,6 +189,15 @@ def test_the_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*fixture 'smtpd_server' not found*"])
 
 
+def test_loaded_by_name_without_autoload(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_welcome=SYNC_TESTS)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_subprocess("-p", "smtpd_trio", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 def test_trio_fixtures_with_overrides_in_conftest_and_module(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrio_mode = true\naddopts = --strict-markers\n")
     pytester.makeconftest(
