@@ -12,9 +12,10 @@ installed). It uses the standard library only; what it needs besides, it install
 Each server runs in turn on a loopback port, as its own process:
 
 * smtpd-trio (launcher): a launcher written into the cache dir calls ``serve_smtp`` with the
-  ``Sink`` handler and ``Config(max_connections=20000, command_timeout=300)``, logging at
-  WARNING;
-* smtpd-trio CLI: ``python -m smtpd_trio --handler sink --port P --max-connections 20000``, the
+  ``Sink`` handler and ``Config(max_connections=20000, max_connections_per_client=None,
+  command_timeout=300)``, logging at WARNING;
+* smtpd-trio CLI: ``python -m smtpd_trio --handler sink --port P --max-connections 20000
+  --max-connections-per-ip 0`` (the load comes from one address), the
   CLI's default settings, its INFO log (stderr) going to a file in the cache dir;
 * the floor: a featureless Trio SMTP sink written into the cache dir (banner, fixed replies,
   the end-of-data marker found with ``bytes.find``): what any Trio server costs on this machine;
@@ -120,7 +121,12 @@ p.add_argument("--profile", metavar="FILE")
 args = p.parse_args()
 
 logging.basicConfig(level=logging.WARNING)
-fields = {"max_connections": %(max_connections)d, "command_timeout": 300.0}
+# The load comes from one address: the per-client limit would refuse it.
+fields = {
+    "max_connections": %(max_connections)d,
+    "max_connections_per_client": None,
+    "command_timeout": 300.0,
+}
 if args.proxy_protocol:
     fields.update(proxy_protocol=True, trusted_proxies=["127.0.0.0/8"])
 config = Config(**fields)
@@ -742,6 +748,8 @@ def plan_argv(plan: ServerPlan, port: int, settings: Settings) -> list[str]:
     if plan.key == "smtpd-trio-cli":
         argv = [sys.executable, "-m", "smtpd_trio", "--handler", "sink", "--port", str(port)]
         argv += ["--max-connections", str(MAX_CONNECTIONS)]
+        # The load comes from one address: the per-client limit would refuse it.
+        argv += ["--max-connections-per-ip", "0"]
         if plan.workers is not None:
             argv += ["--workers", str(plan.workers)]
         return argv

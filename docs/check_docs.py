@@ -1,7 +1,7 @@
 """Check the documentation: README.md and docs/*.md.
 
 - Every fenced code block marked ``python`` (or ``py``) must compile (``compile()``: it is
-  parsed, never run, so examples may name servers, files and functions that do not exist here).
+  parsed, not run; the test suite runs every one, see ``tests/doc_runner.py``).
 - Every relative Markdown link (``[text](path)``, ``![alt](path)``, ``[label]: path``) must point
   at a file or directory that exists, and a ``#fragment`` into a Markdown file must name one of
   its headings (GitHub's anchor rules). Links with a scheme (``https:``, ``mailto:``) are not

@@ -23,6 +23,7 @@ from .handler import (
     TLSInfo,
     TransactionOutcome,
 )
+from .handlers.message import MessageHandler
 from .runner import run
 from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
 from .session import run_session
@@ -40,6 +41,7 @@ __all__ = [
     "Handler",
     "Message",
     "MessageAborted",
+    "MessageHandler",
     "MessageStream",
     "NulOctets",
     "Reject",

@@ -21,6 +21,7 @@ import functools
 import ipaddress
 import json
 import logging
+import os
 import re
 import select
 import signal
@@ -30,16 +31,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Final, NoReturn, Protocol, TextIO
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, NamedTuple, NoReturn, Protocol, TextIO
 
+import attrs
 import trio
 
 from . import __version__
 from .auth import StaticAuthenticator
 from .config import Config
 from .errors import ConfigError
-from .handlers import Debugging, Maildir, Sink, from_spec
+from .handler import Handler
+from .handlers import BUILT_IN, from_spec
 from .runner import serve_until_signalled
 from .server import SMTPServer, endpoint_of, open_smtp_listeners
 from .trust import TrustedNetworks
@@ -395,6 +398,27 @@ def _host(text: str) -> str:
     return host
 
 
+_HOST_PORT: Final = re.compile(r"\[([^\]]*)\]:([^:]*)|([^:\[\]]*):([^:]*)")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, IPv6 in brackets (``[::1]:9100``); the host is required."""
+    m = _HOST_PORT.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"not HOST:PORT (as in 127.0.0.1:9100 or [::1]:9100): {text!r}"
+        )
+    host, port = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+    if not host:
+        raise argparse.ArgumentTypeError(
+            f"give the address to listen on, as in 127.0.0.1:9100 (0.0.0.0 for every IPv4 "
+            f"interface): {text!r}"
+        )
+    if m.group(1) is not None and ":" not in host:
+        raise argparse.ArgumentTypeError(f"brackets are for IPv6 addresses only: {text!r}")
+    return _host(host), _port(port)
+
+
 def _hostname(text: str) -> str:
     """Checked by Config's own rule, reported with the option's name."""
     try:
@@ -428,9 +452,9 @@ _LIMITS: Final = (
     ("--client-ipv6-prefix", "client_ipv6_prefix", _prefix_length, "BITS",
      "IPv6 clients are counted by this network (default 64)"),
     ("--max-messages-per-session", "max_messages_per_session", _count, "N",
-     "mail transactions per connection; 0: no limit (default 1000)"),
+     "mail transactions per connection; 0: no limit (default 10000)"),
     ("--max-commands-per-session", "max_commands_per_session", _count, "N",
-     "command lines per connection; 0: no limit (default 10000)"),
+     "command lines per connection; 0: no limit (default 100000)"),
     ("--max-junk-commands", "max_junk_commands", _count, "N",
      "NOOP, RSET, VRFY and HELP per connection (1 under stress); 0: no limit (default 100)"),
     ("--min-data-rate", "min_data_rate", _count, "BYTES_PER_S",
@@ -462,7 +486,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Run an SMTP server with one of the built-in handlers.",
+        description="Run an SMTP server with a built-in handler or your own.",
     )
     p.add_argument(
         "--host",
@@ -477,8 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--handler",
         default="debugging",
-        metavar="debugging|sink|maildir:DIR",
-        help="what to do with each message (default: debugging, which prints it)",
+        metavar="SPEC",
+        help="what to do with each message: debugging (print it; the default), sink "
+        "(discard), maildir:DIR, mbox:PATH, relay:HOST:PORT[:no-verify] (forward to another "
+        "server), or your own as MODULE:ATTR (a handler class, factory or instance; imported "
+        "with the current directory first on sys.path)",
     )
     p.add_argument(
         "--max-message-size",
@@ -551,6 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USER:PASSWORD",
         help="accept this login (repeatable; for demos and tests: real deployments pass an "
         "authenticator in Config); AUTH is offered under TLS only",
+    )
+    p.add_argument(
+        "--metrics",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs the prometheus-client "
+        "package: pip install 'smtpd-trio[metrics]'); see docs/metrics.md",
     )
     scale = p.add_argument_group("scaling")
     scale.add_argument(
@@ -696,6 +730,11 @@ def _check_combinations(args: argparse.Namespace) -> None:
             "--proxy-protocol needs --trusted-proxy CIDR (the load balancers' networks) or "
             "--untrusted-proxy-peers direct: otherwise every connection is refused"
         )
+    if args.metrics is not None and args.workers > 1:
+        raise ConfigError(
+            "--metrics cannot be used with --workers: each worker counts only its own "
+            "connections, and only one of them could listen on the metrics port"
+        )
     if args.tls_key and not args.tls_cert:
         raise ConfigError("--tls-key needs --tls-cert")
     for flag, on in (("--implicit-tls", args.implicit_tls), ("--require-tls", args.require_tls)):
@@ -755,7 +794,15 @@ def _config(args: argparse.Namespace) -> Config:
     return Config(**fields)  # type: ignore[arg-type]
 
 
-def _handler(spec: str) -> Debugging | Sink | Maildir:
+def _handler(spec: str) -> Handler[Any]:
+    """The handler for ``--handler SPEC``. For ``MODULE:ATTR`` the current directory is put
+    first on sys.path, as ``python -m`` does, so that the ``smtpd-trio`` script and every
+    ``--workers`` process (started in the same directory) find the same module; for the
+    built-in handlers sys.path is left alone."""
+    name, sep, _ = spec.partition(":")
+    cwd = os.getcwd()
+    if sep and name not in BUILT_IN and cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         return from_spec(spec)
     except ConfigError as exc:
@@ -765,6 +812,28 @@ def _handler(spec: str) -> Debugging | Sink | Maildir:
         raise ConfigError(
             f"argument --handler: cannot use {spec!r}: {_os_reason(exc)}{where}"
         ) from None
+
+
+def _server(handler: Handler[Any], config: Config, spec: str) -> SMTPServer:
+    """The server; the handler check's TypeError (a callback that is not async, or cannot
+    take its arguments) as a ConfigError naming --handler."""
+    try:
+        return SMTPServer(handler, config=config)
+    except TypeError as exc:
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"argument --handler: {spec!r} is not a usable handler: {text}") from None
+
+
+@contextlib.contextmanager
+def _handler_warnings_off() -> Iterator[None]:
+    """Silence the handler check's warnings (the workers give them, once each)."""
+    logger = logging.getLogger("smtpd_trio.handler")
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
 
 
 # ---------------------------------------------------------------------------------------------
@@ -810,6 +879,16 @@ async def _open_listeners(
     return listeners
 
 
+async def _open_metrics_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """The metrics endpoint's listeners, only on ``host`` (every address a name resolves
+    to); errors name --metrics."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        problem = _listen_error(host, port, exc).removeprefix("argument --host: ")
+        raise _CannotListen(f"argument --metrics: {problem}") from None
+
+
 def _check_can_listen(hosts: Sequence[str], port: int) -> str | None:
     """Before starting workers: can this process bind every host's addresses with
     SO_REUSEPORT? Binding only, never listening, so no connection is ever queued on these
@@ -845,26 +924,75 @@ def _check_can_listen(hosts: Sequence[str], port: int) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
+class _MetricsEndpoint(NamedTuple):
+    """Where --metrics listens, the task that serves it on listeners, and what tells the
+    metrics about the server."""
+
+    host: str
+    port: int
+    serve: Callable[[list[trio.SocketListener]], Awaitable[object]]
+    track: Callable[[SMTPServer], None]
+
+
 async def _run(
     server: SMTPServer,
     hosts: Sequence[str],
     port: int,
     reuse_port: bool,
     flush_logs: Callable[[], None],
+    metrics: _MetricsEndpoint | None = None,
 ) -> None:
+    web: list[trio.SocketListener] = []
+
+    async def open_listeners() -> list[trio.SocketListener]:
+        listeners = await _open_listeners(hosts, port, reuse_port)
+        if metrics is not None:
+            try:
+                web.extend(await _open_metrics_listeners(metrics.host, metrics.port))
+            except BaseException:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                raise
+        return listeners
+
     def listening(listeners: Sequence[trio.SocketListener]) -> None:
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+        for listener in web:
+            address = endpoint_of(listener.socket.getsockname())
+            log.info("serving metrics on http://%s/metrics", address)
         flush_logs()  # supervisors and tests wait for this line: no batching delay
 
     # The signals are caught before "listening on" is logged: a SIGTERM sent as soon as that
-    # line appears starts a graceful shutdown, and a second one stops at once.
+    # line appears starts a graceful shutdown, and a second one stops at once. The metrics
+    # endpoint is served beside the server and stops with it.
     await serve_until_signalled(
         server,
-        functools.partial(_open_listeners, hosts, port, reuse_port),
+        open_listeners,
         on_listening=listening,
+        beside=[] if metrics is None else [functools.partial(metrics.serve, web)],
     )
     log.info("stopped")
+
+
+def _with_metrics(config: Config, host: str, port: int) -> tuple[Config, _MetricsEndpoint]:
+    """Prometheus metrics for ``config``'s server, and their endpoint (smtpd_trio.prometheus,
+    imported only now). ConfigError if prometheus-client is not installed."""
+    try:
+        import prometheus_client
+
+        from . import prometheus
+    except ImportError:
+        raise ConfigError(
+            "--metrics needs the prometheus-client package: pip install 'smtpd-trio[metrics]'"
+        ) from None
+    # This process's own registry: our metrics beside the client library's process_* and
+    # python_* ones, without the *_created series (a timestamp per series, of no use here).
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    observer = prometheus.PrometheusMetrics(prometheus_client.REGISTRY)
+    serve = functools.partial(prometheus.serve_metrics, registry=observer.registry)
+    endpoint = _MetricsEndpoint(host, port, serve, observer.track)
+    return attrs.evolve(config, observer=observer), endpoint
 
 
 def _worker_argv(argv: Sequence[str]) -> list[str]:
@@ -928,9 +1056,16 @@ def _supervise(workers: int, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args = parser.parse_args(argv)
+    metrics: _MetricsEndpoint | None = None
     try:
         config = _config(args)
         handler = _handler(args.handler)
+        if args.metrics is not None:
+            config, metrics = _with_metrics(config, *args.metrics)
+        if args.workers > 1:
+            # Check the handler here, so that a bad one is one error line, not one per worker.
+            with _handler_warnings_off():
+                _server(handler, config, args.handler)
     except ConfigError as exc:
         parser.error(str(exc))
     hosts: list[str] = args.host or ["127.0.0.1"]
@@ -943,9 +1078,15 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             parser.error(problem)
         sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
     logs = _setup_logging(_log_level(args), args.log_format)
-    server = SMTPServer(handler, config=config)
     try:
-        trio.run(_run, server, hosts, args.port, args.reuse_port, logs.flush)
+        server = _server(handler, config, args.handler)
+    except ConfigError as exc:
+        logs.flush()
+        parser.error(str(exc))
+    if metrics is not None:
+        metrics.track(server)
+    try:
+        trio.run(_run, server, hosts, args.port, args.reuse_port, logs.flush, metrics)
     except _CannotListen as exc:
         logs.flush()
         parser.error(str(exc))

@@ -15,6 +15,7 @@ from ._smtp.body import BareLineEndings, NulOctets
 from ._smtp.settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
 from .auth import Authenticator, Login, Mechanism, Plain
 from .errors import ConfigError
+from .metrics import NO_OBSERVER, Observer
 from .trust import TrustedNetworks, TrustEntry
 
 __all__ = ["BareLineEndings", "Config", "NulOctets", "UntrustedPeers"]
@@ -129,6 +130,13 @@ def _default_mechanisms() -> tuple[Mechanism, ...]:
     return (Plain(), Login())
 
 
+def _observer(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Observer):
+        raise ConfigError(
+            f"observer must have the methods of smtpd_trio.metrics.Observer, not {value!r}"
+        )
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -183,11 +191,11 @@ class Config:
     client_ipv6_prefix: int = attrs.field(default=64, validator=_ipv6_prefix)
     #: Mail transactions per session; the next MAIL gets 421 4.7.0 and the session ends.
     max_messages_per_session: int | None = attrs.field(
-        default=1000, validator=_positive_int_or_none
+        default=10_000, validator=_positive_int_or_none
     )
     #: Command lines per session; the next one gets 421 4.7.0 and the session ends.
     max_commands_per_session: int | None = attrs.field(
-        default=10_000, validator=_positive_int_or_none
+        default=100_000, validator=_positive_int_or_none
     )
     #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
     #: the next one gets 421 4.7.0 and the session ends. Under stress the limit is 1.
@@ -258,6 +266,12 @@ class Config:
     auth_required: bool = False
     #: Failed AUTH attempts before the session ends with 421.
     max_auth_failures: int = attrs.field(default=3, validator=_positive_int)
+
+    # Metrics (see docs/metrics.md)
+    #: Told about each refused connection, session end, transaction end, TLS handshake, AUTH
+    #: attempt and PROXY header (:class:`smtpd_trio.metrics.Observer`); the default does
+    #: nothing. :class:`smtpd_trio.prometheus.PrometheusMetrics` keeps Prometheus metrics.
+    observer: Observer = attrs.field(default=NO_OBSERVER, validator=_observer)
 
     #: What the protocol state machine needs of all this, built once (see :attr:`smtp`).
     _smtp: SMTPSettings = attrs.field(init=False, repr=False, eq=False)

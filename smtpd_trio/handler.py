@@ -64,6 +64,7 @@ __all__ = [
     "Session",
     "TLSInfo",
     "TransactionOutcome",
+    "extra_callbacks",
     "handler_callbacks",
 ]
 
@@ -318,18 +319,22 @@ def _is_async(fn: object) -> bool:
 
 
 def _declares_state_type(cls: type) -> bool:
-    """True if ``cls`` derives from ``Handler[T]`` for a T other than the default dict."""
+    """True if ``cls`` derives from ``Handler[T]`` (or from a generic subclass of Handler, as
+    ``MessageHandler[T]``) for a T other than the default dict. A generic base that passes its
+    own type parameter on (``class MessageHandler(Handler[StateT])``) declares nothing."""
     for klass in cls.__mro__:
         for base in getattr(klass, "__orig_bases__", ()):
-            if typing.get_origin(base) is Handler:
+            origin = typing.get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Handler):
                 args = typing.get_args(base)
+                if args and isinstance(args[0], typing.TypeVar):
+                    continue
                 if args and args[0] is not Any and typing.get_origin(args[0]) is not dict:
                     return args[0] is not dict
     return False
 
 
-def _check(cls: type, name: str, fn: object) -> None:
-    params = _SIGNATURES[name]
+def _check(cls: type, name: str, fn: object, params: tuple[str, ...]) -> None:
     call = f"{name}({', '.join(params)})"
     where = f"{cls.__name__}.{name}"
     if not callable(fn):
@@ -359,7 +364,7 @@ def handler_callbacks(handler: object) -> Callbacks:
         fn = getattr(handler, name, None)
         if fn is None or getattr(cls, name, None) is getattr(Handler, name):
             continue
-        _check(cls, name, fn)
+        _check(cls, name, fn, _SIGNATURES[name])
         found[name] = fn
     if "on_data" in found and "on_data_chunks" in found:
         raise TypeError(
@@ -376,12 +381,38 @@ def handler_callbacks(handler: object) -> Callbacks:
             f"{cls.__name__} declares a state type (Handler[...]) but does not define "
             "new_state(self, session) to make it"
         )
+    extra = extra_callbacks(cls)
+    for name, params in extra.items():
+        fn = getattr(handler, name, None)
+        if fn is not None:
+            _check(cls, name, fn, params)
     for name in dir(handler):
-        if name.startswith("on_") and name not in _SIGNATURES:
+        if name.startswith("on_") and name not in _SIGNATURES and name not in extra:
             log.warning(
                 "handler %s has a method %s, which is not a callback smtpd-trio calls (known: %s)",
                 cls.__name__,
                 name,
-                ", ".join(_SIGNATURES),
+                ", ".join([*_SIGNATURES, *extra]),
             )
     return Callbacks(**found)
+
+
+def extra_callbacks(cls: type) -> dict[str, tuple[str, ...]]:
+    """The callbacks that base classes of ``cls`` call themselves, with their arguments.
+
+    A base class that calls further ``on_*`` methods of its subclasses (as
+    :class:`~smtpd_trio.MessageHandler` calls ``on_message`` from its ``on_data``) declares
+    them in a class attribute ``extra_callbacks``, a mapping of name to the arguments it
+    passes after ``self``: ``{"on_message": ("session", "message", "parsed")}``. They are
+    checked like the server's own callbacks (async, callable with those arguments) and are
+    not warned about as unknown. Declarations are collected over the whole MRO; the server's
+    own callback names cannot be redeclared.
+    """
+    found: dict[str, tuple[str, ...]] = {}
+    for klass in reversed(cls.__mro__):
+        declared = klass.__dict__.get("extra_callbacks")
+        if isinstance(declared, Mapping):
+            for name, params in declared.items():
+                if isinstance(name, str) and name not in _SIGNATURES:
+                    found[name] = tuple(params)
+    return found

@@ -36,6 +36,7 @@ async def serve_until_signalled(
     open_listeners: Callable[[], Awaitable[Sequence[trio.SocketListener]]],
     *,
     on_listening: Callable[[Sequence[trio.SocketListener]], None] | None = None,
+    beside: Sequence[Callable[[], Awaitable[object]]] = (),
 ) -> None:
     """Open listeners with ``open_listeners()`` and serve on them until SIGTERM or SIGINT.
 
@@ -44,7 +45,9 @@ async def serve_until_signalled(
     cancelled). The signals are caught before ``open_listeners`` is called, so a signal sent
     as soon as the server listens always means a graceful shutdown, never the default action.
     ``on_listening(listeners)`` is called once the listeners are open (to log or announce
-    them). Must run in the main thread (Trio's signal handling needs it).
+    them); each of ``beside`` is then started as a task that runs while the server serves and
+    is cancelled when it stops (the CLI's metrics endpoint). Must run in the main thread
+    (Trio's signal handling needs it).
     """
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         listeners = await open_listeners()
@@ -62,6 +65,8 @@ async def serve_until_signalled(
                     log.info("%s received: graceful shutdown", name)
                     server.shutdown()
 
+            for task in beside:
+                nursery.start_soon(task)
             nursery.start_soon(watch_signals)
             await server.serve(listeners)
             # serve() returns once a graceful shutdown is complete: stop watching signals.

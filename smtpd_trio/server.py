@@ -45,8 +45,9 @@ from ._smtp.replies import Reply
 from .config import Config
 from .connection import ProxyRefused, proxy_stage
 from .handler import Callbacks, Endpoint, Handler, Reject, Session, handler_callbacks
+from .limits import TOO_FAST, ClientLimiter, Refusal, client_key
 from .limits import TOO_MANY as _TOO_MANY_FROM_CLIENT
-from .limits import ClientLimiter, Refusal, client_key
+from .metrics import RefusalReason
 from .proxy import ProxyInfo
 from .session import SessionDriver, Shared, new_session, new_session_id
 
@@ -66,6 +67,11 @@ _MAX_REFUSING: Final = 64
 # Under stress from this share of max_connections in use, and back to normal below the second.
 _STRESS_ON: Final = 0.8
 _STRESS_OFF: Final = 0.7
+# What Config.observer is told for each refusal by the per-client limits.
+_REFUSAL_REASONS: Final[dict[Refusal, RefusalReason]] = {
+    _TOO_MANY_FROM_CLIENT: "per-client",
+    TOO_FAST: "rate",
+}
 
 
 def endpoint_of(address: object) -> Endpoint:
@@ -281,6 +287,7 @@ class SMTPServer:
             self._note_refusal(
                 "all clients", "max-connections", session_id, f"refused {peer}: server full"
             )
+            config.observer.connection_refused("max-connections")
             await self._refuse(stream, replies.TOO_MANY_CONNECTIONS)
             return
         self._count(+1)
@@ -302,15 +309,18 @@ class SMTPServer:
                         refusal = exc.reason
                 if stage is None:
                     self._note_refusal(peer.host, "proxy", session_id, f"refused {peer}: {refusal}")
+                    config.observer.connection_refused("proxy")
                     await trio.aclose_forcefully(stream)
                     return
                 client, proxy, leftover = stage.client, stage.info, stage.leftover
+                config.observer.proxy_header(proxy)
             quiet = bool(config.ignored_hosts) and client.host in config.ignored_hosts
             key = None if quiet else client_key(client.host, ipv6_prefix=config.client_ipv6_prefix)
             if key is not None:
                 refused = self._limiter.admit(key, trio.current_time())
                 if refused is not None:
                     self._note_refusal(key, refused, session_id, f"refused {client}: {refused}")
+                    config.observer.connection_refused(_REFUSAL_REASONS[refused])
                     await self._refuse(stream, _reply_for(refused))
                     return
                 admitted = key
@@ -329,6 +339,7 @@ class SMTPServer:
                 and self._callbacks.on_proxy is not None
                 and not await self._proxy_accepted(session, proxy)
             ):
+                config.observer.connection_refused("on-proxy")
                 await trio.aclose_forcefully(stream)
                 return
             if not quiet:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import itertools
 import logging
 import math
@@ -56,7 +57,7 @@ from ._smtp.events import (
 )
 from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
-from .auth import LoginCredentials
+from .auth import BearerCredentials, LoginCredentials
 from .config import Config
 from .handler import (
     Callback,
@@ -72,6 +73,7 @@ from .handler import (
     handler_callbacks,
 )
 from .limits import RefusalLog, client_key
+from .metrics import AuthOutcome
 from .trace import received_header
 
 if TYPE_CHECKING:
@@ -154,6 +156,19 @@ _FAILED: Final = object()
 _TIMED_OUT: Final = object()
 
 
+def _auth_outcome(result: object) -> AuthOutcome:
+    """What the client is told for the authenticator's ``result``: 235 for an identity, 535
+    for None, a refusal's own code for a Reply (one that is not a refusal is answered 454, as
+    is a failure, a timeout or a result of the wrong type)."""
+    if result is None:
+        return "failure"
+    if isinstance(result, str):
+        return "success"
+    if isinstance(result, Reply) and result.code >= 500:
+        return "failure"
+    return "temporary-failure"
+
+
 @final
 @attrs.define(eq=False)
 class Shared:
@@ -179,12 +194,15 @@ class SessionDriver:
     __slots__ = (
         "_broken",
         "_budget",
-        "_deadline_cap",
+        "_command_timeout",
         "_handler_scope",
+        "_immediate",
         "_in_data",
         "_io_scope",
         "_progress",
+        "_rate",
         "_session_end",
+        "_stress_timeout",
         "_wait_started",
         "_waiting",
         "_woken",
@@ -233,8 +251,22 @@ class SessionDriver:
         self._budget = config.command_timeout
         self._in_data = False
         self._wait_started = 0.0
-        self._deadline_cap = math.inf
+        self._command_timeout = config.command_timeout
+        stress = config.stress_timeout
+        self._stress_timeout = (
+            self._command_timeout if stress is None else min(stress, self._command_timeout)
+        )
+        self._rate = config.min_data_rate
         self._handler_scope: trio.CancelScope | None = None
+        # The events that need no await because the handler has no callback for them.
+        self._immediate = _immediate_steps(
+            connect=callbacks.on_connect is None or quiet,
+            helo=callbacks.on_helo is None,
+            mail=callbacks.on_mail is None,
+            rcpt=callbacks.on_rcpt is None,
+            data=callbacks.on_data is None and callbacks.on_data_chunks is None,
+            end=callbacks.on_transaction_end is None,
+        )
         duration = config.max_session_duration
         self._session_end = math.inf if duration is None else trio.current_time() + duration
 
@@ -243,6 +275,7 @@ class SessionDriver:
     async def run(self, initial_data: bytes = b"") -> None:
         """Serve the session to its end; always closes the stream."""
         machine = self.machine
+        started = trio.current_time()
         try:
             if self.config.implicit_tls:
                 if initial_data:
@@ -252,6 +285,7 @@ class SessionDriver:
                     initial_data = b""
                 info = await self._handshake()
                 if info is None:
+                    machine.close(CloseReason.TLS_FAILED)
                     return
                 machine.tls_established(info)
             pause = self.config.greet_pause
@@ -278,6 +312,7 @@ class SessionDriver:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
                 await self._finish()
+            self.config.observer.session_ended(machine.close_reason, trio.current_time() - started)
             if isinstance(self.stream, trio.SSLStream) and not self._broken:
                 # End TLS with close_notify (RFC 8446 §6.1), so the client sees a clean close
                 # after 221/421 rather than a truncation error.
@@ -301,6 +336,7 @@ class SessionDriver:
         """
         machine = self.machine
         dispatch = _DISPATCH
+        immediate = self._immediate
         while True:
             with trio.CancelScope() as scope:
                 self._io_scope = scope
@@ -309,19 +345,21 @@ class SessionDriver:
                         event = machine.next_event()
                         if event is NEED_DATA:
                             await self._io(scope)
-                        elif type(event) is Closed:
-                            return event
+                            continue
+                        kind = type(event)
+                        if kind is Closed:
+                            return event  # type: ignore[return-value]
+                        step = immediate.get(kind)
+                        if step is not None:
+                            step(self, event)  # nothing to await: no handler callback
                         else:
-                            await dispatch[type(event)](self, event)
+                            await dispatch[kind](self, event)
                 finally:
                     self._io_scope = None
             self._interrupted()
 
     def _timeout(self) -> float:
-        stress = self.config.stress_timeout
-        if stress is not None and self.shared.stressed:
-            return min(stress, self.config.command_timeout)
-        return self.config.command_timeout
+        return self._stress_timeout if self.shared.stressed else self._command_timeout
 
     async def _io(self, scope: trio.CancelScope) -> None:
         """The one read path: send what the machine queued, then read once, under ``scope``
@@ -352,7 +390,6 @@ class SessionDriver:
             self._budget = timeout
         budget = self._budget = min(self._budget, timeout)
         deadline = min(now + budget, self._session_end)
-        self._deadline_cap = deadline
         if not deadline <= scope.deadline <= deadline + _DEADLINE_SLACK:
             scope.deadline = min(deadline + _DEADLINE_SLACK, self._session_end)
         self._wait_started = now
@@ -373,8 +410,8 @@ class SessionDriver:
             received = b""
         self._waiting = None
         self._budget -= trio.current_time() - now
-        rate = self.config.min_data_rate
         if self._in_data and received:
+            rate = self._rate
             self._budget = timeout if rate is None else self._budget + len(received) / rate
         machine.stressed = self.shared.stressed  # as it is when the input is taken
         machine.receive_data(received)
@@ -578,16 +615,17 @@ class SessionDriver:
         assert authenticator is not None  # AUTH is only offered with one
         sid = self.session.id
         identity = await self._ask("authenticator", authenticator, event.credentials)
+        self.config.observer.authentication(_auth_outcome(identity))
         if identity is _FAILED or identity is _TIMED_OUT or isinstance(identity, Reply):
             self._answer("authenticator", identity)
             return
         if identity is None:
-            # Only LoginCredentials are known to keep the secret out of their repr; of other
-            # credentials (a custom mechanism's token, say) only the type is logged.
+            # Only the built-in credentials are known to keep the secret out of their repr; of
+            # other credentials (a custom mechanism's token, say) only the type is logged.
             credentials = event.credentials
             shown = (
                 credentials
-                if isinstance(credentials, LoginCredentials)
+                if isinstance(credentials, LoginCredentials | BearerCredentials)
                 else type(credentials).__name__
             )
             log.info("[%s] authentication failed (%s)", sid, shown)
@@ -689,8 +727,13 @@ class SessionDriver:
                         else "connection ended before the end of the message"
                     )
 
-    async def _on_transaction_end(self, event: TransactionEnded) -> None:
+    def _transaction_ended(self, event: TransactionEnded) -> None:
+        """What every transaction end gets, with or without a handler callback."""
         self._log_transaction(event)  # messages are logged even from ignored hosts
+        self.config.observer.transaction_ended(event.outcome, event.size)
+
+    async def _on_transaction_end(self, event: TransactionEnded) -> None:
+        self._transaction_ended(event)
         fn = self.callbacks.on_transaction_end
         if fn is not None:
             await self._notify("on_transaction_end", fn, event.envelope, event.outcome)
@@ -724,15 +767,18 @@ class SessionDriver:
                 self.session.id,
                 _tls_error_text(cause) if cause else "connection lost",
             )
+            self.config.observer.tls_handshake("failure")
             self._broken = True
             return None
         finally:
             _SNI.reset(token)
         if scope.cancelled_caught:
             log.info("[%s] TLS handshake timed out", self.session.id)
+            self.config.observer.tls_handshake("timeout")
             self._broken = True
             return None
         self.stream = tls_stream
+        self.config.observer.tls_handshake("success")
         cipher = tls_stream.cipher()
         context_verifies = context.verify_mode != ssl.CERT_NONE
         peer_cert = tls_stream.getpeercert() if context_verifies else None
@@ -746,6 +792,8 @@ class SessionDriver:
     # ---- logging -----------------------------------------------------------------------------
 
     def _log_transaction(self, event: TransactionEnded) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         envelope = event.envelope
         sid = self.session.id
         outcome = event.outcome
@@ -797,6 +845,37 @@ class SessionDriver:
 
 
 _Dispatch = Callable[[SessionDriver, Any], Awaitable[None]]
+_Immediate = Callable[[SessionDriver, Any], None]
+
+
+def _accept(driver: SessionDriver, event: Event) -> None:
+    driver.machine.respond(None)
+
+
+def _log_end(driver: SessionDriver, event: TransactionEnded) -> None:
+    driver._transaction_ended(event)
+
+
+def _note_rejected(driver: SessionDriver, event: CommandRejected) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("[%s] %s -> %s", driver.session.id, event.excerpt, event.reply)
+
+
+@functools.cache
+def _immediate_steps(
+    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool
+) -> dict[type[Event], _Immediate]:
+    """For the callbacks a handler does not define (True: absent), the events the loop can
+    answer at once, without creating and awaiting a coroutine."""
+    table: dict[type[Event], _Immediate] = {Verify: _accept, CommandRejected: _note_rejected}
+    absent = {Connect: connect, Hello: helo, MailFrom: mail, RcptTo: rcpt, MessageReceived: data}
+    for kind, missing in absent.items():
+        if missing:
+            table[kind] = _accept
+    if end:
+        table[TransactionEnded] = _log_end
+    return table
+
 
 # Every event the main loop can meet, and what the driver does with it.
 _DISPATCH: Final[dict[type[Event], _Dispatch]] = {

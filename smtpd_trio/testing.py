@@ -17,8 +17,9 @@ The client speaks plain SMTP: :meth:`TestClient.command` sends one line and retu
 parsed reply, :meth:`TestClient.send` sends raw bytes (for pipelining, broken input and
 attacks), :meth:`TestClient.read_reply` reads the next reply, :meth:`TestClient.sendmail`
 runs a whole transaction with correct dot-stuffing, :meth:`TestClient.starttls` upgrades the
-stream to TLS (certificates from :func:`tls_contexts`), and :meth:`TestClient.auth_plain` /
-:meth:`TestClient.auth_login` authenticate.
+stream to TLS (certificates from :func:`tls_contexts`), and :meth:`TestClient.auth_plain`,
+:meth:`TestClient.auth_login`, :meth:`TestClient.auth_oauthbearer` and
+:meth:`TestClient.auth_xoauth2` authenticate.
 
 :class:`Collector` is a handler that keeps every message it accepts, thread-safely, with
 assertion helpers and waits for Trio tests and synchronous ones alike (with
@@ -45,6 +46,7 @@ import attrs
 import trio
 import trio.testing
 
+from ._smtp.oauth import oauthbearer_response, xoauth2_response
 from .config import Config
 from .handler import Endpoint, Handler, Message, Session
 from .server import SMTPServer
@@ -225,6 +227,47 @@ class TestClient:
             if reply.code != 334:
                 return reply
             reply = await self.command(base64.b64encode(answer.encode()).decode("ascii"))
+        return reply
+
+    async def auth_oauthbearer(
+        self,
+        user: str | None,
+        token: str,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        initial_response: bool = True,
+    ) -> ClientReply:
+        """``AUTH OAUTHBEARER`` (RFC 7628) with a bearer token, ``user`` as the GS2
+        authorization identity. If the server answers with its error challenge (334), this
+        sends the dummy response ``^A`` that RFC 7628 §3.2.3 asks for. The final reply (235 on
+        success)."""
+        response = oauthbearer_response(user, token, host=host, port=port)
+        return await self._auth_bearer("OAUTHBEARER", response, b"\x01", initial_response)
+
+    async def auth_xoauth2(
+        self, user: str, token: str, *, initial_response: bool = True
+    ) -> ClientReply:
+        """``AUTH XOAUTH2`` with a bearer token. If the server answers with an error challenge
+        (334), this sends an empty response, as Gmail's XOAUTH2 documentation asks. The final
+        reply (235 on success)."""
+        return await self._auth_bearer(
+            "XOAUTH2", xoauth2_response(user, token), b"", initial_response
+        )
+
+    async def _auth_bearer(
+        self, mechanism: str, response: bytes, dummy: bytes, initial_response: bool
+    ) -> ClientReply:
+        encoded = base64.b64encode(response).decode("ascii")
+        if initial_response:
+            reply = await self.command(f"AUTH {mechanism} {encoded}")
+        else:
+            reply = await self.command(f"AUTH {mechanism}")
+            if reply.code != 334:
+                return reply
+            reply = await self.command(encoded)
+        if reply.code == 334:  # the error challenge: the client must answer it
+            reply = await self.command(base64.b64encode(dummy).decode("ascii"))
         return reply
 
     async def sendmail(

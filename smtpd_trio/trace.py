@@ -45,10 +45,11 @@ import functools
 import ipaddress
 import re
 import string
+import time
 import unicodedata
 from typing import Any, Final
 
-from ._smtp.commands import MAX_DOMAIN, MAX_PATH, parse_mailbox
+from ._smtp.commands import MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH, parse_mailbox
 from .handler import Envelope, Session
 
 _LDH_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
@@ -137,13 +138,30 @@ def _comment(key: str, value: str) -> str:
     return f"({key}={encoded})"
 
 
+#: The common shapes, taken without the slower general checks (each a strict subset of what
+#: those accept): an Atom as the transaction ids are made, a dot-atom@LDH-domain mailbox.
+_ATOM_RE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]{1,64}\Z")
+_COMMON_MAILBOX: Final = re.compile(
+    r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]{1,64}(?:\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
+
+
 def id_atom(text: str) -> str:
     """``text`` as an Atom (at most 64 characters; ``""`` if empty): non-atext becomes ``-``."""
+    if _ATOM_RE.match(text):
+        return text
     return "".join(ch if ch in _ATEXT else "-" for ch in text[:_MAX_ID])
 
 
 def forward_path(address: str, *, utf8: bool) -> str | None:
     """``address`` if it may stand in ``for <...>``: a valid mailbox, UTF-8 only with SMTPUTF8."""
+    if (
+        _COMMON_MAILBOX.match(address)
+        and len(address) + 2 <= MAX_PATH
+        and address.find("@") <= MAX_LOCAL_PART
+    ):
+        return address
     ascii_only = address.isascii()
     if not ascii_only and not utf8:
         return None
@@ -192,6 +210,7 @@ def protocol_name(session: Session[Any], envelope: Envelope) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def _from_clause(helo: str | None, literal: str | None) -> str:
     tcp_info = f" ({literal})" if literal is not None else ""
     if not helo:
@@ -210,16 +229,12 @@ def received_header(
     session: Session[Any], envelope: Envelope, *, now: _dt.datetime | None = None
 ) -> str:
     """The folded header, ending in CRLF, ready to prepend to the message."""
-    when = now or _dt.datetime.now(_dt.UTC)
     literal = address_literal(session.client.host)
-    host = trace_domain(session.hostname)
-    by = f"{host} (smtpd-trio)"
-    if host is None:
-        by = f"unknown (smtpd-trio) {_comment('hostname', session.hostname)}"
     atom = id_atom(envelope.id)
     lines = [
         f"Received: from {_from_clause(session.helo_name, literal)}",
-        f"\tby {by} with {protocol_name(session, envelope)}" + (f" id {atom}" if atom else ""),
+        f"\tby {_by_clause(session.hostname)} with {protocol_name(session, envelope)}"
+        + (f" id {atom}" if atom else ""),
     ]
     path = None
     if len(envelope.rcpt_tos) == 1:
@@ -228,5 +243,20 @@ def received_header(
         lines.append(f"\tfor <{path}>;")
     else:
         lines[-1] += ";"
-    lines.append(f"\t{email.utils.format_datetime(when)}")
+    date = _date(int(time.time())) if now is None else email.utils.format_datetime(now)
+    lines.append(f"\t{date}")
     return "\r\n".join(lines) + "\r\n"
+
+
+@functools.lru_cache(maxsize=64)
+def _by_clause(hostname: str) -> str:
+    host = trace_domain(hostname)
+    if host is None:
+        return f"unknown (smtpd-trio) {_comment('hostname', hostname)}"
+    return f"{host} (smtpd-trio)"
+
+
+@functools.lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """The RFC 5322 date-time of a Unix time, in UTC: built once per second, not per message."""
+    return email.utils.format_datetime(_dt.datetime.fromtimestamp(second, _dt.UTC))

@@ -38,7 +38,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "smtpd_trio", *args],
         capture_output=True,
@@ -46,12 +46,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         env=_env(),
         timeout=30,
         check=False,
+        cwd=cwd,
     )
 
 
-def assert_one_line_error(args: Sequence[str], *words: str) -> str:
+def assert_one_line_error(args: Sequence[str], *words: str, cwd: Path | None = None) -> str:
     """Exit status 2, nothing on stdout, one ``smtpd-trio: error:`` line with every word."""
-    result = run_cli(*args)
+    result = run_cli(*args, cwd=cwd)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -133,7 +134,8 @@ def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
         ),
         (
             ["--handler", "nope"],
-            "argument --handler: unknown handler 'nope': choose debugging, sink or maildir:DIR",
+            "argument --handler: unknown handler 'nope': choose debugging, sink, maildir:DIR, "
+            "mbox:PATH, relay:HOST:PORT or module:attr",
         ),
         (["-v", "-q"], "argument -q/--quiet: not allowed with argument -v/--verbose"),
         (
@@ -193,11 +195,19 @@ def test_second_host_that_cannot_be_bound_is_the_one_named() -> None:
 class Server:
     """A running ``python -m smtpd_trio`` whose stderr lines are collected by a thread."""
 
-    def __init__(self, *args: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        cwd: Path | None = None,
+        launcher: Sequence[str] = ("-m", "smtpd_trio"),
+    ) -> None:
         """With ``port``, listen there and do not wait for ``listening on`` (which is not
-        logged below INFO); else listen on a free port and read it from that line."""
+        logged below INFO); else listen on a free port and read it from that line. The
+        server runs in ``cwd``, started as ``python LAUNCHER...``."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtpd_trio", "--port", str(port or 0), *args],
+            [sys.executable, *launcher, "--port", str(port or 0), *args],
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -269,8 +279,13 @@ class Server:
 
 
 @contextmanager
-def cli_server(*args: str, port: int | None = None) -> Iterator[Server]:
-    server = Server(*args, port=port)
+def cli_server(
+    *args: str,
+    port: int | None = None,
+    cwd: Path | None = None,
+    launcher: Sequence[str] = ("-m", "smtpd_trio"),
+) -> Iterator[Server]:
+    server = Server(*args, port=port, cwd=cwd, launcher=launcher)
     try:
         yield server
     finally:

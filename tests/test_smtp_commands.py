@@ -5,9 +5,13 @@ Every case asserts the exact reply code and enhanced status code the client sees
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from machine_driver import Run, drive, outcomes, parse_replies, refuse
 
 from smtpd_trio._smtp import commands, replies
@@ -565,6 +569,17 @@ def test_label_over_63_octets_rejected() -> None:
     assert last(run) == (501, "5.1.7")
 
 
+def test_ascii_label_over_63_octets_rejected_under_smtputf8() -> None:
+    # A non-ASCII local part puts the whole address under the UTF-8 grammar; its ASCII labels
+    # keep their 63-octet limit.
+    domain = "a" * 64 + ".example"
+    run = after(EHLO, f"MAIL FROM:<j\u00f6rg@{domain}> SMTPUTF8\r\n".encode())
+    assert last(run) == (501, "5.1.7")
+    assert commands.parse_mailbox("x@" + domain, utf8=True) is None
+    assert commands.parse_mailbox("x@" + domain[1:], utf8=True) == "x@" + domain[1:]
+    assert commands.parse_mailbox("j\u00f6rg@" + domain[1:], utf8=True) is not None
+
+
 @pytest.mark.parametrize(
     "address", ['"john doe"@example.org', '"a\\"b"@example.org', '"@"@example.org']
 )
@@ -612,3 +627,65 @@ def test_reply_rendering() -> None:
         replies.Reply(550, "2.0.0", "mismatch")
     with pytest.raises(ValueError, match="200-599"):
         replies.Reply(199)
+
+
+# ---- the fast path for common addresses agrees with the full grammar ---------------------------
+
+_ATOM = st.text(alphabet="abcXYZ019!#$%&'*+-/=?^_`{|}~", min_size=1, max_size=20)
+_LABEL = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", fullmatch=True)
+_PARAM = st.sampled_from(
+    ["SIZE=10", "BODY=8BITMIME", "SMTPUTF8", "X=\u00e9", "A=1 B=2", "BAD=", ""]
+)
+
+
+def outcome(parse: Callable[[], object]) -> object:
+    try:
+        return parse()
+    except commands.CommandSyntaxError as exc:
+        return exc.reply
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    local=st.one_of(
+        st.lists(_ATOM, min_size=1, max_size=4),
+        st.integers(60, 68).map(lambda n: ["l" * n]),  # around the 64-octet local part limit
+    ),
+    labels=st.one_of(
+        st.lists(_LABEL, min_size=1, max_size=5),
+        st.integers(3, 5).map(lambda n: ["d" * 63] * n),  # around the 255-octet domain limit
+    ),
+    params=_PARAM,
+    noise=st.text(max_size=5),
+)
+def test_fast_path_agrees_with_the_full_grammar(
+    local: list[str], labels: list[str], params: str, noise: str
+) -> None:
+    bad = replies.BAD_SENDER_ADDRESS
+    for rest in (
+        f"<{'.'.join(local)}@{'.'.join(labels)}>" + (f" {params}" if params else ""),
+        f"<{'.'.join(local)}@{'.'.join(labels)}>{noise}",
+        f"<{noise}{'.'.join(local)}@{'.'.join(labels)}>",
+    ):
+        if commands._COMMON_PATH.match(rest) is None:
+            continue
+        fast = outcome(
+            partial(
+                commands.parse_path_and_params,
+                "FROM:" + rest,
+                prefix="FROM:",
+                null_ok=True,
+                postmaster_ok=False,
+                bad_address=bad,
+            )
+        )
+        full = outcome(
+            partial(
+                commands._parse_path_and_params,
+                rest,
+                null_ok=True,
+                postmaster_ok=False,
+                bad_address=bad,
+            )
+        )
+        assert fast == full, rest

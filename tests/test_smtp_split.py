@@ -27,6 +27,7 @@ from smtpd_trio._smtp.events import (
     RcptTo,
     TransactionEnded,
 )
+from smtpd_trio._smtp.oauth import OAuthBearer, oauthbearer_response
 from smtpd_trio._smtp.replies import Reply
 from smtpd_trio._smtp.sasl import Login, Plain
 
@@ -64,6 +65,9 @@ FRAGMENTS = [
     b"*\r\n",
     b"!!notbase64\r\n",
     b"AUTH PLAIN =\r\n",
+    # The test authenticator refuses every token: the error challenge, then any line ends it.
+    b"AUTH OAUTHBEARER " + b64(oauthbearer_response("user", "t0ken")) + b"\r\n",
+    b"AQ==\r\n",
     b"NOOP " + b"q" * 700 + b"\r\n",  # a command line over the limit
     b"MAIL FROM:<a@b.example>\nRCPT TO:<c@d.example>\r\n",  # a bare LF inside a command
     b"\xff\xfe\r\n",
@@ -75,6 +79,7 @@ FRAGMENTS = [
 BODIES = [f for f in FRAGMENTS if f.endswith(b"\r\n.\r\n")]
 START = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
 AUTH_LOGIN = b"AUTH LOGIN\r\n" + b64(b"user") + b"\r\n" + b64(b"right") + b"\r\n"
+REFUSED_TOKEN = b"AUTH OAUTHBEARER " + b64(oauthbearer_response(None, "t0ken")) + b"\r\nAQ==\r\n"
 
 #: Items of client input: single fragments, or whole transactions (so messages and complete
 #: AUTH exchanges are common, not a lucky draw).
@@ -82,6 +87,7 @@ ITEMS = st.one_of(
     st.sampled_from(FRAGMENTS),
     st.sampled_from(BODIES).map(lambda body: START + body),
     st.just(b"EHLO c.example\r\n" + AUTH_LOGIN),
+    st.just(b"EHLO c.example\r\n" + REFUSED_TOKEN),
 )
 
 
@@ -151,7 +157,7 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
         "max_errors": max_errors,
         "max_message_size": 200,
         "max_line_length": 100,
-        "auth_mechanisms": (Plain(), Login()),
+        "auth_mechanisms": (Plain(), Login(), OAuthBearer()),
         "auth_over_plaintext": True,
     }
     data = b"".join(fragments)

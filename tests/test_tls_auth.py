@@ -36,6 +36,7 @@ from smtpd_trio._smtp.events import (
     StartTLS,
 )
 from smtpd_trio._smtp.machine import SMTPMachine, State
+from smtpd_trio._smtp.sasl import decode_response
 from smtpd_trio.auth import (
     Challenge,
     Login,
@@ -1059,6 +1060,81 @@ def test_machine_auth_refusals(answer: object, sent_back: bytes) -> None:
     assert m.facts.authenticated_as is None
 
 
+class _Explained:
+    """An exchange whose refusals carry a last challenge (like OAUTHBEARER's error)."""
+
+    def __init__(self, explanation: bytes | None) -> None:
+        self.explanation = explanation
+
+    def step(self, response: bytes | None) -> Challenge | LoginCredentials:
+        if response is None:
+            return Challenge(b"")
+        user, _, password = response.decode().partition(":")
+        return LoginCredentials(user, password)
+
+    def refused(self) -> Challenge | None:
+        return None if self.explanation is None else Challenge(self.explanation)
+
+
+class Explained:
+    name = "X-EXPLAINED"
+
+    def __init__(self, explanation: bytes | None = b"why") -> None:
+        self.explanation = explanation
+
+    def start(self) -> SASLExchange:
+        return _Explained(self.explanation)
+
+
+@pytest.mark.parametrize("last_word", [b"AQ==", b"", b"*", b"%%%", b"AUTH PLAIN"])
+def test_machine_refusal_sends_the_mechanisms_last_challenge_first(last_word: bytes) -> None:
+    m = machine(auth_mechanisms=(Explained(),), tls=True, max_auth_failures=2)
+    ehlo(m)
+    event = feed(m, b"AUTH X-EXPLAINED " + b64(b"u:wrong").encode() + b"\r\n")
+    assert isinstance(event, Authenticate)
+    m.auth_result(None)
+    assert sent(m) == [b"334 " + b64(b"why").encode()]
+    assert state(m) is State.AUTH
+    # Whatever the client answers ends the attempt: 535, one failure, no protocol error.
+    assert feed(m, last_word + b"\r\n") is NEED_DATA
+    assert sent(m) == [b"535 5.7.8 Authentication credentials invalid"]
+    assert (state(m), m.errors, m.facts.authenticated_as) == (State.READY, 0, None)
+    # The second failure is the last: the 421 comes in place of the 535, after the last word.
+    assert isinstance(feed(m, b"AUTH X-EXPLAINED " + b64(b"u:x").encode() + b"\r\n"), Authenticate)
+    m.auth_result(None)
+    assert sent(m) == [b"334 " + b64(b"why").encode()]
+    assert isinstance(feed(m, last_word + b"\r\n"), Closed)
+    assert sent(m) == [b"421 4.7.0 Too many failed authentication attempts, closing connection"]
+
+
+def test_machine_refusal_answers_at_once_without_a_last_challenge() -> None:
+    m = machine(auth_mechanisms=(Explained(None),), tls=True)
+    ehlo(m)
+    assert isinstance(feed(m, b"AUTH X-EXPLAINED " + b64(b"u:x").encode() + b"\r\n"), Authenticate)
+    m.auth_result(None)
+    assert sent(m) == [b"535 5.7.8 Authentication credentials invalid"]
+    assert state(m) is State.READY
+
+
+@pytest.mark.parametrize("answer", ["fail", "reply", "success"])
+def test_machine_only_a_plain_refusal_sends_the_last_challenge(answer: str) -> None:
+    m = machine(auth_mechanisms=(Explained(),), tls=True)
+    ehlo(m)
+    assert isinstance(feed(m, b"AUTH X-EXPLAINED " + b64(b"u:x").encode() + b"\r\n"), Authenticate)
+    if answer == "fail":
+        m.fail()
+        assert sent(m) == [b"454 4.7.0 Temporary authentication failure"]
+    elif answer == "reply":
+        m.respond(Reply(454, "4.7.0", "Directory unavailable"))
+        assert sent(m) == [b"454 4.7.0 Directory unavailable"]
+    else:
+        m.auth_result("u")
+        assert sent(m) == [b"235 2.7.0 Authentication successful"]
+    assert state(m) is State.READY
+    assert feed(m, b"NOOP\r\n") is NEED_DATA
+    assert sent(m) == [b"250 2.0.0 OK"]
+
+
 def test_machine_require_tls_and_plaintext_auth() -> None:
     m = machine(starttls=True, require_tls=True, auth_mechanisms=(Plain(),))
     ehlo(m)
@@ -1116,3 +1192,16 @@ async def test_implicit_tls_behind_proxy_with_client_hello_in_the_header_segment
         assert code(await client.command(f"AUTH PLAIN {PLAIN_OK}")) == (235, "2.7.0")
     assert handler.session.client.host == "203.0.113.7"
     assert tls_info(handler) is not None
+
+
+@pytest.mark.parametrize("text", ["AAAA=", "AGFsaWNl=", "AAAA==", "AA=A", "A===", "AAA==="])
+def test_excess_or_misplaced_base64_padding_is_malformed(text: str) -> None:
+    # CPython's strict mode takes "AAAA=" before 3.13; the server never does.
+    assert decode_response(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "data"), [("=", b""), ("AA==", b"\0"), ("AAA=", b"\0\0"), ("AAAA", b"\0\0\0")]
+)
+def test_well_formed_base64_decodes(text: str, data: bytes) -> None:
+    assert decode_response(text) == data

@@ -163,8 +163,14 @@ class BodyReader:
         self._max_size = max_size
         self._max_line = max_line_length
         # A line is too long if it holds more than max_line - 2 octets before its CRLF.
-        self._policy = BareLineEndings(bare_line_endings)
-        self._nul = NulOctets(nul_octets)
+        # Converted, so the text "reject" means REJECT; the machine passes the enums (one per
+        # message: no conversion call then).
+        self._policy = (
+            bare_line_endings
+            if type(bare_line_endings) is BareLineEndings
+            else BareLineEndings(bare_line_endings)
+        )
+        self._nul = nul_octets if type(nul_octets) is NulOctets else NulOctets(nul_octets)
         self._budget = budget
         self._reserved = 0
         self._buf = b""

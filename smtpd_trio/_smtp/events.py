@@ -163,11 +163,13 @@ class Verify:
 @attrs.frozen
 class Authenticate:
     """*Decision*: a SASL exchange finished; check the credentials and answer with
-    ``auth_result(identity)`` (None: 535), ``respond(refusal)`` or ``fail()`` (454)."""
+    ``auth_result(identity)`` (None: 535, after the mechanism's error challenge if it has one),
+    ``respond(refusal)`` or ``fail()`` (454)."""
 
     mechanism: str
     #: What the mechanism produced (:class:`~smtpd_trio.auth.LoginCredentials` for PLAIN and
-    #: LOGIN). Never shown in repr: it holds a secret.
+    #: LOGIN, :class:`~smtpd_trio.auth.BearerCredentials` for OAUTHBEARER and XOAUTH2). Never
+    #: shown in repr: it holds a secret.
     credentials: object = attrs.field(repr=False)
 
 

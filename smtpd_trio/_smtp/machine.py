@@ -51,7 +51,7 @@ from __future__ import annotations
 import binascii
 import enum
 from collections.abc import Callable, Mapping
-from typing import Final, final
+from typing import Any, Final, final
 
 from . import replies
 from .body import BodyProblem, BodyReader, BodyResult, MemoryBudget
@@ -81,7 +81,7 @@ from .events import (
 )
 from .facts import SessionFacts, TLSInfo
 from .replies import Reply
-from .sasl import Challenge, SASLError, SASLExchange
+from .sasl import Challenge, SASLError, SASLExchange, decode_response
 from .settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
 
 __all__ = ["DEFAULT_MAX_COMMAND_LINE", "MAX_AUTH_LINE", "SMTPMachine", "State"]
@@ -194,16 +194,6 @@ _BODY_REPLIES: Final = {
 }
 
 _TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.DATA})
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Strict base64 (RFC 4954 §4): ``=`` alone is an empty response; None if malformed."""
-    if text == "=":
-        return b""
-    try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError):
-        return None
 
 
 def _excerpt(line: bytes) -> str:
@@ -320,6 +310,12 @@ class SMTPMachine:
     def reading_data(self) -> bool:
         """True while the message text is being read (between 354 and the final dot)."""
         return self.state is State.DATA
+
+    @property
+    def close_reason(self) -> CloseReason:
+        """Why the session ended: the reason its :class:`Closed` carries (until it has ended,
+        PEER_CLOSED)."""
+        return self._close_reason
 
     # ---- output ----------------------------------------------------------------------------
 
@@ -702,7 +698,7 @@ class SMTPMachine:
         if initial:
             if " " in initial:
                 return self._error(replies.syntax_error("AUTH takes one initial response"), raw)
-            response = _b64decode(initial)
+            response = decode_response(initial)
             if response is None:
                 return self._error(replies.BAD_BASE64, raw)
         self._exchange = mechanism.start()
@@ -713,13 +709,18 @@ class SMTPMachine:
     def _auth_line(self, raw: bytes) -> Event | None:
         """A line inside an exchange: the client's answer to our last 334."""
         self.state = self._auth_return
+        if self._exchange is None:
+            # The answer to a refusal's last challenge (see auth_result): whatever it is, the
+            # dummy response of RFC 7628 §3.2.3, "*" or anything else, the attempt failed.
+            self._auth_refused(replies.AUTH_FAILED)
+            return None
         if len(raw) + 2 > MAX_AUTH_LINE:
             self._exchange = None
             return self._error(replies.LINE_TOO_LONG, raw)
         if raw == b"*":
             self._exchange = None
             return self._error(replies.AUTH_CANCELLED, raw)
-        decoded = _b64decode(raw.decode("ascii", "replace"))
+        decoded = decode_response(raw.decode("ascii", "replace"))
         if decoded is None:
             self._exchange = None
             return self._error(replies.BAD_BASE64, raw)
@@ -736,11 +737,15 @@ class SMTPMachine:
             excerpt = f"malformed {self._auth_mechanism} response: {exc}"
             return CommandRejected(excerpt[: _EXCERPT * 2], replies.BAD_SASL_RESPONSE)
         if isinstance(outcome, Challenge):
-            self._reply(Reply(334, None, binascii.b2a_base64(outcome.data, newline=False).decode()))
-            self.state = State.AUTH
+            self._challenge(outcome)
             return None
-        self._exchange = None
+        # The exchange is kept until the decision is answered: a refusal may need it.
         return self._decide(Authenticate(self._auth_mechanism, outcome))
+
+    def _challenge(self, challenge: Challenge) -> None:
+        """Send ``334 <base64>``: the next line is a SASL response."""
+        self._reply(Reply(334, None, binascii.b2a_base64(challenge.data, newline=False).decode()))
+        self.state = State.AUTH
 
     def _auth_refused(self, reply: Reply) -> None:
         """A failed attempt (535, 454, 501 for a malformed response): after
@@ -754,13 +759,21 @@ class SMTPMachine:
 
     def auth_result(self, identity: str | None) -> None:
         """Answer :class:`Authenticate`: the identity the credentials prove (235), or None if
-        they are wrong (535 5.7.8)."""
+        they are wrong (535 5.7.8). If the exchange has a ``refused()`` that returns a
+        challenge (OAUTHBEARER's error, RFC 7628 §3.2.2), that is sent as 334 first, and the
+        535 answers the client's next line, whatever it says."""
         if not isinstance(self._pending, Authenticate):
             raise RuntimeError("no AUTH decision is pending")
         if identity is not None and not isinstance(identity, str):
             raise TypeError(f"an identity must be a str or None, not {type(identity).__name__}")
         self._pending = None
+        exchange, self._exchange = self._exchange, None
         if identity is None:
+            refused = getattr(exchange, "refused", None)
+            challenge = refused() if refused is not None else None
+            if isinstance(challenge, Challenge):
+                self._challenge(challenge)  # with no exchange left: _auth_line ends it
+                return
             self._auth_refused(replies.AUTH_FAILED)
             return
         self.facts._authenticated_as = identity
@@ -876,6 +889,7 @@ class SMTPMachine:
             self.respond(replies.GREETING_TIMED_OUT if timed_out else replies.GREETING_FAILED)
         elif type(event) is Authenticate:
             self._pending = None
+            self._exchange = None
             self._auth_refused(replies.AUTH_TEMPORARY_FAILURE)
         else:
             self.respond(replies.HANDLER_TIMED_OUT if timed_out else replies.HANDLER_FAILED)
@@ -892,8 +906,7 @@ class SMTPMachine:
         else:
             self.state = State.CONNECTED if reply.code == 220 else State.REFUSED
 
-    def _answer_hello(self, event: DecisionEvent, reply: Reply | None) -> None:
-        assert isinstance(event, Hello)
+    def _answer_hello(self, event: Hello, reply: Reply | None) -> None:
         if reply is None:
             if self.envelope is not None:
                 self._end_transaction(TransactionOutcome.RESET)
@@ -905,8 +918,7 @@ class SMTPMachine:
             reply = settings.ehlo_reply(self.tls_active) if event.extended else settings.helo_reply
         self._reply(reply)
 
-    def _answer_mail(self, event: DecisionEvent, reply: Reply | None) -> None:
-        assert isinstance(event, MailFrom)
+    def _answer_mail(self, event: MailFrom, reply: Reply | None) -> None:
         if reply is None or reply.is_positive:
             self._transactions += 1
             self.envelope = Envelope(
@@ -915,8 +927,7 @@ class SMTPMachine:
             self.state = State.MAIL
         self._reply(reply or replies.SENDER_OK)
 
-    def _answer_rcpt(self, event: DecisionEvent, reply: Reply | None) -> None:
-        assert isinstance(event, RcptTo)
+    def _answer_rcpt(self, event: RcptTo, reply: Reply | None) -> None:
         if reply is None or reply.is_positive:
             e = event.envelope
             self.envelope = Envelope(
@@ -929,13 +940,13 @@ class SMTPMachine:
             self.state = State.RCPT
         self._reply(reply or replies.RECIPIENT_OK)
 
-    def _answer_message(self, event: DecisionEvent, reply: Reply | None) -> None:
-        assert isinstance(event, MessageReceived | MessageEnd)
-        size = event.size if isinstance(event, MessageEnd) else len(event.content)
+    def _answer_message(self, event: MessageReceived | MessageEnd, reply: Reply | None) -> None:
+        size = event.size if type(event) is MessageEnd else len(event.content)
         self._release()
         if reply is None or reply.is_positive:
             reply = reply or replies.MESSAGE_ACCEPTED
             self.facts._messages_accepted += 1
+            self._junk = 0  # a client delivering mail is not idling: its junk count starts over
             outcome = TransactionOutcome.ACCEPTED
         else:
             outcome = TransactionOutcome.REFUSED
@@ -947,6 +958,7 @@ class SMTPMachine:
 
     def _answer_auth(self, event: DecisionEvent, reply: Reply | None) -> None:
         assert reply is not None  # _checked lets only refusals through
+        self._exchange = None
         self._auth_refused(reply)
 
 
@@ -965,8 +977,9 @@ _VERBS: Final[dict[str, _Verb]] = {
     "AUTH": SMTPMachine._auth,
 }
 
+# Each answers its own event type: the table pairs them (type checkers cannot see that).
 _RESPONDERS: Final[
-    Mapping[type[DecisionEvent], Callable[[SMTPMachine, DecisionEvent, Reply | None], None]]
+    Mapping[type[DecisionEvent], Callable[[SMTPMachine, Any, Reply | None], None]]
 ] = {
     Connect: SMTPMachine._answer_connect,
     Hello: SMTPMachine._answer_hello,

@@ -42,8 +42,8 @@ def _check_text(instance: object, attribute: object, value: str) -> None:
 class Reply:
     """One SMTP reply: a code, an optional enhanced status code and text.
 
-    ``text`` may hold several lines separated by ``\\n`` only through :meth:`multiline`; each
-    line is checked to carry no CR or LF, so a handler cannot inject extra replies.
+    A multi-line reply has its first line in ``text`` and the others in ``more``; each line is
+    checked to carry no CR or LF, so a handler cannot inject extra replies.
     """
 
     #: The three-digit reply code.

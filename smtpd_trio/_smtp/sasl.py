@@ -6,12 +6,19 @@ base64-decoded; None when AUTH carried no initial response) and returns a :class
 send as ``334``, or the finished credentials (any object the authenticator understands). A
 malformed response raises :class:`SASLError` (answered ``501 5.5.2``).
 
-PLAIN (RFC 4616) and LOGIN are built in; :mod:`smtpd_trio.auth` re-exports everything here
-together with the authenticator types.
+An exchange may also have a ``refused()`` method, for mechanisms whose failure carries
+information (OAUTHBEARER, RFC 7628 §3.2.2): when the authenticator refuses the credentials the
+machine calls it, and a :class:`Challenge` it returns is sent as ``334`` before the ``535``,
+which then answers the client's next line, whatever it says (``*`` included). Without the
+method, or when it returns None, the refusal is answered ``535`` at once.
+
+PLAIN (RFC 4616) and LOGIN are built in here, OAUTHBEARER and XOAUTH2 in :mod:`.oauth`;
+:mod:`smtpd_trio.auth` re-exports them together with the authenticator types.
 """
 
 from __future__ import annotations
 
+import binascii
 from typing import Protocol, final
 
 import attrs
@@ -24,6 +31,7 @@ __all__ = [
     "Plain",
     "SASLError",
     "SASLExchange",
+    "decode_response",
 ]
 
 
@@ -54,7 +62,9 @@ class LoginCredentials:
 
 
 class SASLExchange(Protocol):
-    """One authentication exchange in progress."""
+    """One authentication exchange in progress. (It may also define ``refused() -> Challenge
+    | None``, the last challenge to send when the credentials are refused: see the module
+    docstring.)"""
 
     def step(self, response: bytes | None) -> Challenge | object:
         """Take the next client response (None: there was no initial response); return a
@@ -70,6 +80,25 @@ class Mechanism(Protocol):
     def name(self) -> str: ...
 
     def start(self) -> SASLExchange: ...
+
+
+def decode_response(text: str) -> bytes | None:
+    """A SASL response as the client sent it (RFC 4954 §4): strict base64 (RFC 4648: the
+    alphabet, whole 4-character groups, at most two ``=`` and only where they belong), ``=``
+    alone for an empty initial response; None if malformed.
+
+    CPython's strict mode alone accepts excess padding (``AAAA=``) before 3.13: refused here on
+    every version."""
+    if text == "=":
+        return b""
+    data = text.rstrip("=")
+    padding = len(text) - len(data)
+    if padding and (padding > 2 or (len(data) + padding) % 4 or len(data) % 4 != 4 - padding):
+        return None
+    try:
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
 
 
 def _text(data: bytes, what: str) -> str:

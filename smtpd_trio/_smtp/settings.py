@@ -46,9 +46,9 @@ class SMTPSettings:
     )
     nul_octets: NulOctets = attrs.field(default=NulOctets.REJECT, converter=NulOctets)
     #: Mail transactions (accepted MAIL commands) per session; None: no cap.
-    max_messages: int | None = 1000
+    max_messages: int | None = 10_000
     #: Command lines per session; None: no cap.
-    max_commands: int | None = 10_000
+    max_commands: int | None = 100_000
     #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
     #: None: no cap.
     max_junk_commands: int | None = 100
