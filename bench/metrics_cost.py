@@ -42,9 +42,10 @@ from typing import Final
 import trio
 import trio.testing
 
-from smtpd_trio import Config, Endpoint, SMTPServer
+from smtpd_trio import Config, Endpoint, SMTPServer, TransactionOutcome
+from smtpd_trio._smtp.events import CloseReason
 from smtpd_trio.handlers import Sink
-from smtpd_trio.metrics import NO_OBSERVER, CloseReason, Observer, TransactionOutcome
+from smtpd_trio.metrics import NO_OBSERVER, Observer
 from smtpd_trio.prometheus import PrometheusMetrics
 from smtpd_trio.testing import TestClient, dot_stuff
 

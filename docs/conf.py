@@ -48,7 +48,14 @@ autodoc_default_options = {"show-inheritance": True, "undoc-members": True}
 # that are deliberately not documented are listed too.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(trio|ssl|enum|ipaddress|collections\.abc|typing|datetime|_dt|os|attrs)(\..*)?"),
+    (
+        r"py:.*",
+        r"(trio|ssl|enum|ipaddress|collections\.abc|typing|datetime|_dt|os|attrs|email)(\..*)?",
+    ),
+    # Private modules' classes that public signatures mention, and the optional
+    # prometheus-client's.
+    (r"py:.*", r"smtpd_trio\.handlers\._upstream\..*"),
+    (r"py:.*", r"prometheus_client(\..*)?"),
     # Type variables, and the private modules public classes derive from.
     (r"py:.*", r"(smtpd_trio\.handler\.)?StateT"),
     (r"py:.*", r"smtpd_trio\._smtp\..*"),

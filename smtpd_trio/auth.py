@@ -12,12 +12,13 @@ It may also raise :class:`~smtpd_trio.Reject` to answer with its own 4xx/5xx rep
 exception is answered ``454 4.7.0`` (a temporary failure) and logged.
 
 PLAIN (RFC 4616) and LOGIN are built in and offered by default. OAUTHBEARER (RFC 7628) and
-XOAUTH2 are built in too, offered only when listed in :attr:`Config.auth_mechanisms`: they
-yield :class:`BearerCredentials`, and the authenticator validates the token. Add others
-(CRAM-MD5, ...) by implementing :class:`Mechanism`: ``start()`` returns an exchange whose
-``step()`` is fed the client's responses (already base64-decoded; None before the first) and
-returns a :class:`Challenge` to send, or the finished credentials object (of any type your
-authenticator understands). A malformed response raises :class:`SASLError` (501).
+XOAUTH2 are built in too, offered only when listed in
+:attr:`smtpd_trio.Config.auth_mechanisms`: they yield :class:`BearerCredentials`, and the
+authenticator validates the token. Add others (CRAM-MD5, ...) by implementing
+:class:`Mechanism`: ``start()`` returns an exchange whose ``step()`` is fed the client's
+responses (already base64-decoded; None before the first) and returns a :class:`Challenge` to
+send, or the finished credentials object (of any type your authenticator understands). A
+malformed response raises :class:`SASLError` (501).
 
 Mechanisms are sans-IO and synchronous (the state machine runs them); only the authenticator
 awaits.

@@ -224,7 +224,7 @@ class Handler(Generic[StateT]):
         self, session: Session[StateT], address: str, params: Mapping[str, str | None]
     ) -> Reply | None:
         """MAIL FROM. ``address`` is ``""`` for the null sender. Accepting opens a transaction
-        (an :class:`Envelope`). Positive replies: 250."""
+        (an :class:`~smtpd_trio.Envelope`). Positive replies: 250."""
         return None
 
     async def on_rcpt(

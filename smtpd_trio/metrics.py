@@ -33,7 +33,6 @@ __all__ = [
     "Observer",
     "RefusalReason",
     "TLSOutcome",
-    "TransactionOutcome",
 ]
 
 #: Why the server refused a connection before serving it:

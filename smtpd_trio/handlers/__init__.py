@@ -1,6 +1,7 @@
 """Ready-made handlers: :class:`Debugging` (print), :class:`Sink` (discard), :class:`Maildir`,
-:class:`Mbox`, :class:`Relay` (forward to another server), and :class:`MessageHandler`, a base
-class that hands your ``on_message`` the parsed message.
+:class:`Mbox`, :class:`Relay` (forward to another server), and
+:class:`~smtpd_trio.MessageHandler`, a base class that hands your ``on_message`` the parsed
+message.
 
 :func:`from_spec` builds one from the CLI's ``--handler`` text (``debugging``, ``sink``,
 ``maildir:DIR``, ``mbox:PATH``, ``relay:HOST:PORT``), or imports your own as ``module:attr``

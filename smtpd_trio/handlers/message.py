@@ -71,7 +71,7 @@ class MessageHandler(Handler[StateT]):
     """
 
     #: ``on_message`` is a callback this class calls: the server checks it and does not warn
-    #: about it (see :func:`smtpd_trio.handler.extra_callbacks`).
+    #: about it (see ``smtpd_trio.handler.extra_callbacks``).
     extra_callbacks: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "on_message": ("session", "message", "parsed")
     }
