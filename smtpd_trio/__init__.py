@@ -1,8 +1,10 @@
 """smtpd-trio: an SMTP server framework for Trio.
 
-Write a handler with a few async methods, then ``trio.run(serve_smtp, handler)``; or serve one
-session on any Trio stream with :func:`run_session`; or test a handler with no sockets at all
-using :mod:`smtpd_trio.testing`. See docs/ for the guides.
+Write a handler with a few async methods, then ``smtpd_trio.run(handler)`` (serves until
+Ctrl-C or SIGTERM, then shuts down gracefully), ``await serve_smtp(handler)`` in a Trio
+program, or ``with ServerThread(handler) as server:`` from synchronous code; serve one session
+on any Trio stream with :func:`run_session`; or test a handler with no sockets at all using
+:mod:`smtpd_trio.testing`. See docs/ for the guides.
 """
 
 from ._smtp.body import BareLineEndings, NulOctets
@@ -22,8 +24,10 @@ from .handler import (
     TransactionOutcome,
 )
 from .handlers.message import MessageHandler
+from .runner import run
 from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
 from .session import run_session
+from .thread import ServerThread
 from .trace import received_header
 
 __version__ = "0.1.0.dev0"
@@ -44,6 +48,7 @@ __all__ = [
     "Reply",
     "SMTPDTrioError",
     "SMTPServer",
+    "ServerThread",
     "Session",
     "TLSInfo",
     "TransactionOutcome",
@@ -51,6 +56,7 @@ __all__ = [
     "listener_port",
     "open_smtp_listeners",
     "received_header",
+    "run",
     "run_session",
     "serve_smtp",
 ]

@@ -43,6 +43,7 @@ from .config import Config
 from .errors import ConfigError
 from .handler import Handler
 from .handlers import BUILT_IN, from_spec
+from .runner import serve_until_signalled
 from .server import SMTPServer, endpoint_of, open_smtp_listeners
 from .trust import TrustedNetworks
 
@@ -941,43 +942,37 @@ async def _run(
     flush_logs: Callable[[], None],
     metrics: _MetricsEndpoint | None = None,
 ) -> None:
-    # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
-    # appears must start a graceful shutdown, not kill the process with the default action.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    web: list[trio.SocketListener] = []
+
+    async def open_listeners() -> list[trio.SocketListener]:
         listeners = await _open_listeners(hosts, port, reuse_port)
-        web: list[trio.SocketListener] = []
         if metrics is not None:
             try:
-                web = await _open_metrics_listeners(metrics.host, metrics.port)
+                web.extend(await _open_metrics_listeners(metrics.host, metrics.port))
             except BaseException:
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
                 raise
+        return listeners
+
+    def listening(listeners: Sequence[trio.SocketListener]) -> None:
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
         for listener in web:
             address = endpoint_of(listener.socket.getsockname())
             log.info("serving metrics on http://%s/metrics", address)
         flush_logs()  # supervisors and tests wait for this line: no batching delay
-        async with trio.open_nursery() as nursery:
-            if metrics is not None:
-                # It stops with the server: serve() returning cancels this nursery.
-                nursery.start_soon(metrics.serve, web)
 
-            async def watch_signals() -> None:
-                async for signum in signals:
-                    if server.shutting_down:
-                        log.warning("second %s: stopping now", signal.Signals(signum).name)
-                        nursery.cancel_scope.cancel()
-                        return
-                    log.info("%s received: graceful shutdown", signal.Signals(signum).name)
-                    server.shutdown()
-
-            nursery.start_soon(watch_signals)
-            await server.serve(listeners)
-            # serve() returns once a graceful shutdown is complete: stop watching signals.
-            nursery.cancel_scope.cancel()
-        log.info("stopped")
+    # The signals are caught before "listening on" is logged: a SIGTERM sent as soon as that
+    # line appears starts a graceful shutdown, and a second one stops at once. The metrics
+    # endpoint is served beside the server and stops with it.
+    await serve_until_signalled(
+        server,
+        open_listeners,
+        on_listening=listening,
+        beside=[] if metrics is None else [functools.partial(metrics.serve, web)],
+    )
+    log.info("stopped")
 
 
 def _with_metrics(config: Config, host: str, port: int) -> tuple[Config, _MetricsEndpoint]:
