@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import email
+import re
+import signal
 import smtplib
 import ssl
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -178,3 +182,32 @@ async def test_both_ports_served_at_once(
         await trio.to_thread.run_sync(submit, port_587, client_ctx, False)
         await trio.to_thread.run_sync(submit, port_465, client_ctx, True)
     assert len(list((maildir / "new").iterdir())) == 2
+
+
+def test_the_script_stops_gracefully_on_ctrl_c(pem: tuple[Path, Path], users_file: Path) -> None:
+    # The real program, as the docstring runs it: Ctrl-C (SIGINT) tells a connected idle client
+    # 421 and exits 0, without a traceback.
+    script = Path(__file__).resolve().parent.parent / "examples" / "submission.py"
+    args = ["--cert", str(pem[0]), "--key", str(pem[1]), "--users", str(users_file)]
+    args += ["--submission-port", "0", "--submissions-port", "0", "--maildir", str(pem[0].parent)]
+    with subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            banner = process.stdout.readline()
+            found = re.search(r"127\.0\.0\.1:(\d+) \(STARTTLS\)", banner)
+            assert found, banner
+            with smtplib.SMTP("127.0.0.1", int(found.group(1)), timeout=10) as smtp:
+                assert smtp.ehlo("client.test")[0] == 250
+                process.send_signal(signal.SIGINT)
+                assert smtp.getreply()[0] == 421
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            process.kill()  # a no-op once it has exited
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "SIGINT: shutting down" in stderr
