@@ -696,10 +696,10 @@ class SessionDriver:
             )
         refused = self._recount(client)
         if refused is not None:
-            reply, reason = LIMIT_REFUSALS[refused]
+            # The connection was served, so it ends as a session (reason "refused": the 421
+            # closes it), not as a refused connection: Config.observer counts it once.
             self._refused(refused, f"refused {client} after XCLIENT: {refused}")
-            self.config.observer.connection_refused(reason)
-            self.machine.respond(reply)
+            self.machine.respond(LIMIT_REFUSALS[refused][0])
             return
         await self._greet()
 
