@@ -16,8 +16,10 @@ Accept errors such as EMFILE are logged and retried after a short pause, as trio
 ``max_connections`` a new connection is answered 421 and closed at once; so is one from a
 client that already has ``max_connections_per_client`` open, or that opened more than
 ``max_connection_rate`` in the last minute (counted by the real client, after PROXY; see
-:mod:`smtpd_trio.limits`). From 80% of ``max_connections`` the server is *under stress*, and
-waits for clients use ``stress_timeout`` (Postfix does the same), until it is back under 70%.
+:mod:`smtpd_trio.limits`). A connection from a host allowed XCLIENT is counted by its session
+instead, under each client its XCLIENT names. From 80% of ``max_connections`` the server is
+*under stress*, and waits for clients use ``stress_timeout`` (Postfix does the same), until it
+is back under 70%.
 Refusals a client causes are logged at INFO, once per client and kind per
 ``refusal_log_interval``, with counts of the rest.
 
