@@ -157,9 +157,9 @@ mail {{
     auth_http {auth_host}:{auth_port}/auth;
     xclient on;
     proxy_pass_error_message on;
-
+{mail_extra}
     server {{
-        listen {listen_host}:{port};
+        listen {listen_host}:{port}{listen_options};
         protocol smtp;
         smtp_auth {smtp_auth};
         timeout 10s;
@@ -167,6 +167,60 @@ mail {{
     }}
 }}
 """
+
+
+async def start_server(nursery: trio.Nursery, handler: Handler, config: Config) -> int:
+    """Serve ``handler`` on 127.0.0.1 at a free port, in ``nursery``; return the port."""
+    listeners = await nursery.start(
+        functools.partial(serve_smtp, handler, port=0, host=PROXY_HOST, config=config)
+    )
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def start_auth(nursery: trio.Nursery, upstream_port: int) -> tuple[AuthEndpoint, int]:
+    """The auth_http endpoint, sending nginx to ``upstream_port``; it and its port."""
+    auth = AuthEndpoint(upstream_port)
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, auth.handle, 0, host=PROXY_HOST)
+    )
+    port: int = listeners[0].socket.getsockname()[1]
+    return auth, port
+
+
+@asynccontextmanager
+async def running_nginx(
+    nginx: str,
+    tmp_path: Path,
+    *,
+    auth_port: int,
+    smtp_auth: str,
+    listen_options: str = "",
+    mail_extra: str = "",
+) -> AsyncIterator[int]:
+    """nginx's mail proxy on a free port (yielded) until the block ends."""
+    port = free_port()
+    load_module = (
+        "" if nginx_built_with(nginx, "--with-mail") else f"load_module {NGINX_MAIL_MODULE};"
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        NGINX_MAIL_CONFIG.format(
+            load_module=load_module,
+            prefix=tmp_path,
+            auth_host=PROXY_HOST,
+            auth_port=auth_port,
+            mail_extra=mail_extra,
+            listen_host=PROXY_HOST,
+            port=port,
+            listen_options=listen_options,
+            smtp_auth=smtp_auth,
+        )
+    )
+    argv = [nginx, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)]
+    argv += ["-g", "daemon off;"]
+    async with running_proxy(argv, port=port, log_path=tmp_path / "nginx.out"):
+        yield port
 
 
 @asynccontextmanager
@@ -181,35 +235,11 @@ async def nginx_in_front(
 ) -> AsyncIterator[tuple[int, AuthEndpoint]]:
     """Our server (XCLIENT allowed from nginx's address, unless told otherwise), its
     auth_http endpoint and nginx; yields nginx's port and the endpoint."""
-    config = Config(hostname="mx.test", xclient_hosts=xclient_hosts)
-    listeners = await nursery.start(
-        functools.partial(serve_smtp, handler, port=0, host=PROXY_HOST, config=config)
+    server_port = await start_server(
+        nursery, handler, Config(hostname="mx.test", xclient_hosts=xclient_hosts)
     )
-    server_port: int = listeners[0].socket.getsockname()[1]
-    auth = AuthEndpoint(server_port)
-    auth_listeners = await nursery.start(
-        functools.partial(trio.serve_tcp, auth.handle, 0, host=PROXY_HOST)
-    )
-    auth_port: int = auth_listeners[0].socket.getsockname()[1]
-    port = free_port()
-    load_module = (
-        "" if nginx_built_with(nginx, "--with-mail") else (f"load_module {NGINX_MAIL_MODULE};")
-    )
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        NGINX_MAIL_CONFIG.format(
-            load_module=load_module,
-            prefix=tmp_path,
-            auth_host=PROXY_HOST,
-            auth_port=auth_port,
-            listen_host=PROXY_HOST,
-            port=port,
-            smtp_auth=smtp_auth,
-        )
-    )
-    argv = [nginx, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)]
-    argv += ["-g", "daemon off;"]
-    async with running_proxy(argv, port=port, log_path=tmp_path / "nginx.out"):
+    auth, auth_port = await start_auth(nursery, server_port)
+    async with running_nginx(nginx, tmp_path, auth_port=auth_port, smtp_auth=smtp_auth) as port:
         yield port, auth
 
 
@@ -311,3 +341,137 @@ async def test_nginx_outside_xclient_hosts_changes_nothing(
     assert greeting.peer.host == PROXY_HOST
     log = (tmp_path / "error.log").read_text("utf-8", "replace")
     assert "550 5.7.0 Insufficient authorization" in log, log
+
+
+# ---- with HAProxy: the check and the PROXY protocol ----------------------------------------
+
+#: The address HAProxy connects to our server from, when it is the balancer in front of it.
+BALANCER_HOST = "127.0.0.4"
+
+HAPROXY_CONFIG = """\
+global
+    log stderr format raw local0 warning
+
+defaults
+    mode tcp
+    log global
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+
+frontend front
+    bind {host}:{port}
+    default_backend back
+
+backend back
+    server next {host}:{backend_port} {server_options}
+"""
+
+
+@pytest.fixture
+def haproxy() -> str:
+    return require_program("haproxy", "haproxy")
+
+
+@asynccontextmanager
+async def running_haproxy(
+    haproxy: str, tmp_path: Path, *, backend_port: int, server_options: str
+) -> AsyncIterator[int]:
+    """HAProxy in TCP mode on a free port (yielded), forwarding to ``backend_port``."""
+    port = free_port()
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(
+        HAPROXY_CONFIG.format(
+            host=PROXY_HOST, port=port, backend_port=backend_port, server_options=server_options
+        )
+    )
+    argv = [haproxy, "-db", "-f", str(conf)]
+    async with running_proxy(argv, port=port, log_path=tmp_path / "haproxy.log"):
+        yield port
+
+
+async def test_haproxy_in_front_of_nginx(
+    nursery: trio.Nursery, tmp_path: Path, nginx: str, haproxy: str
+) -> None:
+    """client -> HAProxy (PROXY header) -> nginx (realip) -> smtpd-trio (XCLIENT): nginx is the
+    one that connects to us, so it is nginx's address that xclient_hosts lists, and XCLIENT
+    names the client HAProxy saw."""
+    handler = Recorder()
+    server_port = await start_server(
+        nursery, handler, Config(hostname="mx.test", xclient_hosts=[PROXY_HOST])
+    )
+    _auth, auth_port = await start_auth(nursery, server_port)
+    async with (
+        running_nginx(
+            nginx,
+            tmp_path,
+            auth_port=auth_port,
+            smtp_auth="none",
+            listen_options=" proxy_protocol",
+            mail_extra=f"    set_real_ip_from {PROXY_HOST};\n",
+        ) as nginx_port,
+        running_haproxy(
+            haproxy, tmp_path, backend_port=nginx_port, server_options="send-proxy"
+        ) as port,
+    ):
+        await in_thread(lambda: send(port))
+
+    [delivery] = handler.deliveries
+    assert delivery.client.host == CLIENT_HOST
+    assert delivery.peer.host == PROXY_HOST  # nginx
+    assert delivery.received_header.startswith(f"Received: from client.test ([{CLIENT_HOST}])")
+
+
+@pytest.mark.parametrize(
+    ("xclient_hosts", "allowed"),
+    [
+        ((PROXY_HOST,), True),  # nginx, as the balancer's header names it
+        ((BALANCER_HOST,), False),  # the balancer itself: that lets no one through
+    ],
+)
+async def test_nginx_in_front_of_a_proxy_protocol_balancer(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    nginx: str,
+    haproxy: str,
+    xclient_hosts: tuple[str, ...],
+    allowed: bool,
+) -> None:
+    """client -> nginx -> HAProxy (PROXY header, from 127.0.0.4) -> smtpd-trio: the right to
+    XCLIENT is checked against the client the header names (nginx), never the balancer."""
+    handler = Recorder()
+    config = Config(
+        hostname="mx.test",
+        proxy_protocol=True,
+        trusted_proxies=[BALANCER_HOST],
+        xclient_hosts=xclient_hosts,
+    )
+    server_port = await start_server(nursery, handler, config)
+    async with running_haproxy(
+        haproxy,
+        tmp_path,
+        backend_port=server_port,
+        server_options=f"send-proxy source {BALANCER_HOST}",
+    ) as balancer_port:
+        _auth, auth_port = await start_auth(nursery, balancer_port)
+        async with running_nginx(nginx, tmp_path, auth_port=auth_port, smtp_auth="none") as port:
+            outcome = await in_thread(lambda: send_refused(port))
+
+    if allowed:
+        assert outcome == "delivered"
+        [delivery] = handler.deliveries
+        assert delivery.client.host == CLIENT_HOST
+        assert delivery.peer.host == BALANCER_HOST
+        assert delivery.xclient is not None
+        assert delivery.xclient.addr == CLIENT_HOST
+    else:
+        assert outcome != "delivered"
+        assert handler.deliveries == []
+    # nginx's connection reached us through the balancer, named by its header.
+    assert any(
+        (seen.client.host, seen.peer.host, seen.xclient) == (PROXY_HOST, BALANCER_HOST, None)
+        for seen in handler.greetings
+    )
+    if not allowed:
+        log = (tmp_path / "error.log").read_text("utf-8", "replace")
+        assert "550 5.7.0 Insufficient authorization" in log, log
