@@ -22,6 +22,9 @@ from .handler import (
     Session,
     TLSInfo,
     TransactionOutcome,
+    Unavailable,
+    XClientInfo,
+    XForwardInfo,
 )
 from .handlers.message import MessageHandler
 from .runner import run
@@ -52,6 +55,9 @@ __all__ = [
     "Session",
     "TLSInfo",
     "TransactionOutcome",
+    "Unavailable",
+    "XClientInfo",
+    "XForwardInfo",
     "__version__",
     "listener_port",
     "open_smtp_listeners",

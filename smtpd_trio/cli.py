@@ -561,6 +561,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="peers outside --trusted-proxy: refuse them (default) or serve them as direct "
         "clients, never believing a header",
     )
+    forwarding = p.add_argument_group(
+        "XCLIENT and XFORWARD (behind a mail proxy such as nginx, or a content filter)"
+    )
+    forwarding.add_argument(
+        "--xclient",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="a network or address (your mail proxy) that may send XCLIENT to name the client "
+        "it speaks for; repeat for several",
+    )
+    forwarding.add_argument(
+        "--xforward",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="a network or address (your content filter) that may send XFORWARD: where the "
+        "next message came from; repeat for several",
+    )
     tls = p.add_argument_group("TLS and AUTH")
     tls.add_argument("--tls-cert", metavar="PEM", help="certificate chain; enables STARTTLS")
     tls.add_argument("--tls-key", metavar="PEM", help="private key (default: in --tls-cert)")
@@ -779,6 +798,10 @@ def _config(args: argparse.Namespace) -> Config:
         fields["proxy_timeout"] = args.proxy_timeout
     if args.untrusted_proxy_peers is not None:
         fields["untrusted_proxy_peers"] = args.untrusted_proxy_peers
+    if args.xclient:
+        fields["xclient_hosts"] = args.xclient
+    if args.xforward:
+        fields["xforward_hosts"] = args.xforward
     if args.tls_cert:
         fields["tls_context"] = _tls_context(args.tls_cert, args.tls_key)
     if args.implicit_tls:

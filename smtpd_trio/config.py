@@ -244,6 +244,17 @@ class Config:
     #: and the per-connection log lines.
     ignored_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
 
+    # XCLIENT and XFORWARD (see docs/load-balancers.md)
+    #: The clients that may send XCLIENT (Postfix's smtpd_authorized_xclient_hosts): a mail
+    #: proxy such as nginx in front of this server. XCLIENT replaces who the client is, so list
+    #: only your proxies. Compared with the connection's client as accepted: the peer, or the
+    #: address a trusted PROXY header names. Others get ``550 5.7.0``.
+    xclient_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
+    #: The clients that may send XFORWARD (Postfix's smtpd_authorized_xforward_hosts), such
+    #: as a content filter passing on mail: its facts about where a message came from go on
+    #: the transaction's Envelope. Compared like ``xclient_hosts``.
+    xforward_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
+
     # TLS and AUTH (see docs/tls-and-auth.md)
     #: The server-side TLS context (certificate and key loaded). With it, STARTTLS is offered.
     tls_context: ssl.SSLContext | None = None

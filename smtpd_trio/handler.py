@@ -38,6 +38,7 @@ import attrs
 from ._smtp.events import Envelope, TransactionOutcome
 from ._smtp.facts import SessionFacts, TLSInfo
 from ._smtp.replies import Reply
+from ._smtp.xclient import Unavailable, XClientInfo, XForwardInfo
 from .errors import SMTPDTrioError
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ __all__ = [
     "Session",
     "TLSInfo",
     "TransactionOutcome",
+    "Unavailable",
+    "XClientInfo",
+    "XForwardInfo",
     "extra_callbacks",
     "handler_callbacks",
 ]
@@ -98,13 +102,15 @@ class Session(SessionFacts, Generic[StateT]):
     that connection.
 
     The protocol facts (``helo_name``, ``extended``, ``tls``, ``authenticated_as``,
-    ``messages_accepted``) are read-only properties kept current by the protocol state
-    machine; ``state`` is the handler's own (see :meth:`Handler.new_state`).
+    ``messages_accepted``, ``xclient``) are read-only properties kept current by the protocol
+    state machine; ``state`` is the handler's own (see :meth:`Handler.new_state`).
     """
 
     #: A short id unique within this process; every log line about the connection carries it.
     id: str
-    #: The client: after a trusted PROXY header, the real client; else the immediate peer.
+    #: The client: after a trusted PROXY header, the real client; after XCLIENT from a host
+    #: allowed to send it, the client XCLIENT names (``"unknown"`` for ``[UNAVAILABLE]``);
+    #: else the immediate peer.
     client: Endpoint
     #: The immediate peer (the load balancer, when there is one).
     peer: Endpoint
@@ -212,6 +218,10 @@ class Handler(Generic[StateT]):
 
         A greeting may only be 220, 554 or 421 (RFC 5321 §3.1): another 4xx, or an exception
         escaping this method, is sent as 421 (and the connection closed); another 5xx as 554.
+
+        It is called again after an accepted XCLIENT (``Config.xclient_hosts``), for the client
+        XCLIENT names (``session.client``, ``session.xclient``): its answer is the reply to
+        XCLIENT, which restarts the session like a new connection.
         """
         return None
 

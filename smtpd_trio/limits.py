@@ -1,7 +1,8 @@
 """Per-client bookkeeping for the server: connections at once, new connections per minute, and
 log lines about refusals. Sans-IO: the caller passes the time, nothing here awaits or sleeps.
 
-A *client* is the real client (after a trusted PROXY header), never the load balancer. IPv4
+A *client* is the real client (after a trusted PROXY header, or the one an XCLIENT from a host
+in ``Config.xclient_hosts`` names), never the load balancer or the mail proxy. IPv4
 clients are counted by address; IPv6 clients by their /64 network by default, since one host
 commonly holds a whole /64 and can pick a new address for every connection. UNIX-socket
 clients are local and not limited.

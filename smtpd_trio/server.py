@@ -16,8 +16,10 @@ Accept errors such as EMFILE are logged and retried after a short pause, as trio
 ``max_connections`` a new connection is answered 421 and closed at once; so is one from a
 client that already has ``max_connections_per_client`` open, or that opened more than
 ``max_connection_rate`` in the last minute (counted by the real client, after PROXY; see
-:mod:`smtpd_trio.limits`). From 80% of ``max_connections`` the server is *under stress*, and
-waits for clients use ``stress_timeout`` (Postfix does the same), until it is back under 70%.
+:mod:`smtpd_trio.limits`). A connection from a host allowed XCLIENT is counted by its session
+instead, under each client its XCLIENT names. From 80% of ``max_connections`` the server is
+*under stress*, and waits for clients use ``stress_timeout`` (Postfix does the same), until it
+is back under 70%.
 Refusals a client causes are logged at INFO, once per client and kind per
 ``refusal_log_interval``, with counts of the rest.
 
@@ -45,11 +47,16 @@ from ._smtp.replies import Reply
 from .config import Config
 from .connection import ProxyRefused, proxy_stage
 from .handler import Callbacks, Endpoint, Handler, Reject, Session, handler_callbacks
-from .limits import TOO_FAST, ClientLimiter, Refusal, client_key
-from .limits import TOO_MANY as _TOO_MANY_FROM_CLIENT
-from .metrics import RefusalReason
+from .limits import ClientLimiter, client_key
 from .proxy import ProxyInfo
-from .session import SessionDriver, Shared, new_session, new_session_id
+from .session import (
+    LIMIT_REFUSALS,
+    SessionDriver,
+    Shared,
+    forwarding_rights,
+    new_session,
+    new_session_id,
+)
 
 __all__ = ["SMTPServer", "serve_smtp"]
 
@@ -67,11 +74,6 @@ _MAX_REFUSING: Final = 64
 # Under stress from this share of max_connections in use, and back to normal below the second.
 _STRESS_ON: Final = 0.8
 _STRESS_OFF: Final = 0.7
-# What Config.observer is told for each refusal by the per-client limits.
-_REFUSAL_REASONS: Final[dict[Refusal, RefusalReason]] = {
-    _TOO_MANY_FROM_CLIENT: "per-client",
-    TOO_FAST: "rate",
-}
 
 
 def endpoint_of(address: object) -> Endpoint:
@@ -128,9 +130,8 @@ class SMTPServer:
         self._refusing = 0
         config = self.config
         self._shared = Shared.for_config(config)
-        self._limiter = ClientLimiter(
-            max_at_once=config.max_connections_per_client, per_minute=config.max_connection_rate
-        )
+        assert self._shared.limiter is not None
+        self._limiter: ClientLimiter = self._shared.limiter
         limit = config.max_connections
         self._stress_on = math.inf if limit is None else max(1, math.ceil(limit * _STRESS_ON))
         self._stress_off = math.inf if limit is None else limit * _STRESS_OFF
@@ -327,13 +328,20 @@ class SMTPServer:
                 client, proxy, leftover = stage.client, stage.info, stage.leftover
                 config.observer.proxy_header(proxy)
             quiet = bool(config.ignored_hosts) and client.host in config.ignored_hosts
-            key = None if quiet else client_key(client.host, ipv6_prefix=config.client_ipv6_prefix)
+            # A proxy allowed XCLIENT speaks for many clients: its connection is counted under
+            # the client its XCLIENT names, by the session (as Postfix exempts these hosts).
+            key = (
+                None
+                if quiet or forwarding_rights(config, client)[0]
+                else client_key(client.host, ipv6_prefix=config.client_ipv6_prefix)
+            )
             if key is not None:
                 refused = self._limiter.admit(key, trio.current_time())
                 if refused is not None:
                     self._note_refusal(key, refused, session_id, f"refused {client}: {refused}")
-                    config.observer.connection_refused(_REFUSAL_REASONS[refused])
-                    await self._refuse(stream, _reply_for(refused))
+                    reply, reason = LIMIT_REFUSALS[refused]
+                    config.observer.connection_refused(reason)
+                    await self._refuse(stream, reply)
                     return
                 admitted = key
             session = new_session(
@@ -407,12 +415,6 @@ class SMTPServer:
             return False
         log.info("[%s] refused by on_proxy: %s", session.id, reply)
         return False
-
-
-def _reply_for(refusal: Refusal) -> Reply:
-    if refusal is _TOO_MANY_FROM_CLIENT:
-        return replies.TOO_MANY_FROM_CLIENT
-    return replies.CONNECTION_RATE_EXCEEDED
 
 
 async def _open_reuse_port_listeners(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import attrs
 import trio
 
+from ._smtp import replies
 from ._smtp.body import MemoryBudget
 from ._smtp.events import (
     NEED_DATA,
@@ -54,11 +55,14 @@ from ._smtp.events import (
     TransactionEnded,
     TransactionOutcome,
     Verify,
+    XClient,
 )
 from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
+from ._smtp.xclient import Unavailable, XClientInfo
 from .auth import BearerCredentials, LoginCredentials
 from .config import Config
+from .connection import is_trusted
 from .handler import (
     Callback,
     Callbacks,
@@ -72,14 +76,14 @@ from .handler import (
     TLSInfo,
     handler_callbacks,
 )
-from .limits import RefusalLog, client_key
-from .metrics import AuthOutcome
+from .limits import TOO_FAST, TOO_MANY, ClientLimiter, Refusal, RefusalLog, client_key
+from .metrics import AuthOutcome, RefusalReason
 from .trace import received_header
 
 if TYPE_CHECKING:
     from .proxy import ProxyInfo
 
-__all__ = ["new_session_id", "run_session"]
+__all__ = ["forwarding_rights", "new_session_id", "run_session"]
 
 log: Final = logging.getLogger("smtpd_trio.session")
 
@@ -151,6 +155,41 @@ class _PrefixedStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
+#: What a client refused by a per-client limit is told, and what Config.observer hears.
+LIMIT_REFUSALS: Final[dict[Refusal, tuple[Reply, RefusalReason]]] = {
+    TOO_MANY: (replies.TOO_MANY_FROM_CLIENT, "per-client"),
+    TOO_FAST: (replies.CONNECTION_RATE_EXCEEDED, "rate"),
+}
+
+
+def forwarding_rights(config: Config, client: Endpoint) -> tuple[bool, bool]:
+    """Whether ``client`` may send XCLIENT, and XFORWARD: is it in ``Config.xclient_hosts``,
+    ``Config.xforward_hosts``? ``client`` is the connection's client as accepted: the peer, or
+    after a trusted PROXY header the address the header names; never an address XCLIENT gave,
+    so XCLIENT cannot grant itself the right to XCLIENT."""
+    xclient_hosts = config.xclient_hosts
+    xforward_hosts = config.xforward_hosts
+    return (
+        bool(xclient_hosts) and is_trusted(client, xclient_hosts),
+        bool(xforward_hosts) and is_trusted(client, xforward_hosts),
+    )
+
+
+def forwarded_client(client: Endpoint, info: XClientInfo) -> Endpoint:
+    """The client after XCLIENT: its ``ADDR`` (``"unknown"`` if ``[UNAVAILABLE]``) and
+    ``PORT`` (None if not given with that address, or ``[UNAVAILABLE]``)."""
+    addr, port = info.addr, info.port
+    if addr is None and port is None:
+        return client  # XCLIENT said nothing about the address
+    if addr is None:
+        host = client.host
+    elif isinstance(addr, Unavailable):
+        host = "unknown"
+    else:
+        host = addr
+    return Endpoint(host, port if isinstance(port, int) else None)
+
+
 # What a handler gave for a decision when it did not give a reply: it failed, or timed out.
 _FAILED: Final = object()
 _TIMED_OUT: Final = object()
@@ -180,10 +219,20 @@ class Shared:
     refusals: RefusalLog
     #: The server is nearly full: waits for clients use ``stress_timeout``.
     stressed: bool = False
+    #: Connections at once and per minute, per client (the server's; sessions re-count a
+    #: connection under the client XCLIENT names).
+    limiter: ClientLimiter | None = None
 
     @classmethod
     def for_config(cls, config: Config) -> Shared:
-        return cls(MemoryBudget(config.max_buffered_bytes), RefusalLog(config.refusal_log_interval))
+        return cls(
+            MemoryBudget(config.max_buffered_bytes),
+            RefusalLog(config.refusal_log_interval),
+            limiter=ClientLimiter(
+                max_at_once=config.max_connections_per_client,
+                per_minute=config.max_connection_rate,
+            ),
+        )
 
 
 @final
@@ -192,6 +241,7 @@ class SessionDriver:
 
     # Thousands of these live at once (one per connection): no per-instance __dict__.
     __slots__ = (
+        "_admitted",
         "_broken",
         "_budget",
         "_command_timeout",
@@ -233,13 +283,19 @@ class SessionDriver:
         self.config = config
         self.session = session
         self.callbacks = callbacks
+        xclient, xforward = forwarding_rights(config, session.client)
         self.machine = SMTPMachine(
             config.smtp,
             facts=session,
             session_id=session.id,
             stream_body=callbacks.on_data_chunks is not None,
             budget=self.shared.budget,
+            xclient=xclient,
+            xforward=xforward,
         )
+        # The per-client limit key this session counts its connection under, after XCLIENT
+        # (before it, the server counts the connection, unless its client may send XCLIENT).
+        self._admitted: str | None = None
         # The command loop's I/O cancel scope, and what it is waiting for: "send", "idle"
         # (the next command outside a transaction), "receive", or None (not waiting).
         self._io_scope: trio.CancelScope | None = None
@@ -311,6 +367,11 @@ class SessionDriver:
                 await self._send_goodbye()
             raise
         finally:
+            if self._admitted is not None:
+                limiter = self.shared.limiter
+                assert limiter is not None
+                limiter.release(self._admitted)
+                self._admitted = None
             ends = self._finish()
             if ends or self.callbacks.on_close is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
@@ -600,11 +661,65 @@ class SessionDriver:
     # ---- events ------------------------------------------------------------------------------
 
     async def _on_connect(self, event: Connect) -> None:
+        await self._greet()
+
+    async def _greet(self) -> None:
         fn = self.callbacks.on_connect
         if fn is None or self.quiet:
             self.machine.respond(None)
         else:
             self._answer("on_connect", await self._ask("on_connect", fn))
+
+    async def _on_xclient(self, event: XClient) -> None:
+        """XCLIENT restarted the session for the client it names: that is now
+        ``session.client`` (the peer stays the peer), counted by the per-client limits and
+        greeted as a new connection is: on_connect is asked again."""
+        session = self.session
+        info = event.info
+        client = session.client = forwarded_client(session.client, info)
+        if not self.quiet:
+            log.info(
+                "[%s] XCLIENT from %s: client %s (name=%s helo=%s login=%s)",
+                session.id,
+                session.peer,
+                client,
+                info.name,
+                info.helo,
+                info.login,
+                extra={
+                    "smtpd": {
+                        "connection_id": session.id,
+                        "event": "xclient",
+                        "client": str(client),
+                    }
+                },
+            )
+        refused = self._recount(client)
+        if refused is not None:
+            # The connection was served, so it ends as a session (reason "refused": the 421
+            # closes it), not as a refused connection: Config.observer counts it once.
+            self._refused(refused, f"refused {client} after XCLIENT: {refused}")
+            self.machine.respond(LIMIT_REFUSALS[refused][0])
+            return
+        await self._greet()
+
+    def _recount(self, client: Endpoint) -> Refusal | None:
+        """Count this connection under ``client`` from now on (per-client limits), or say why
+        that client may not have one more."""
+        limiter = self.shared.limiter
+        if limiter is None or self.quiet:
+            return None
+        key = client_key(client.host, ipv6_prefix=self.config.client_ipv6_prefix)
+        if key == self._admitted:
+            return None
+        if key is not None:
+            refused = limiter.admit(key, trio.current_time())
+            if refused is not None:
+                return refused
+        if self._admitted is not None:
+            limiter.release(self._admitted)
+        self._admitted = key
+        return None
 
     async def _on_hello(self, event: Hello) -> None:
         fn = self.callbacks.on_helo
@@ -921,6 +1036,7 @@ _DISPATCH: Final[dict[type[Event], _Dispatch]] = {
     StartTLS: SessionDriver._on_starttls,
     TransactionEnded: SessionDriver._on_transaction_end,
     CommandRejected: SessionDriver._on_command_rejected,
+    XClient: SessionDriver._on_xclient,
 }
 
 

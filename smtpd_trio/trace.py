@@ -7,11 +7,13 @@
             for <user@example.org>; Wed, 25 Nov 2026 10:00:00 +0000
 
 The ``from`` clause names the HELO name and, in the TCP-info comment, the real client address
-(after a trusted PROXY header), IPv6 as ``[IPv6:...]``. No reverse DNS lookup is made: it
-would put a network round trip on every message. ``with`` is SMTP or ESMTP plus ``S``
-under TLS and ``A`` when authenticated (RFC 3848), prefixed ``UTF8`` for SMTPUTF8 transactions
-(RFC 6531): only names registered with IANA. ``for`` is given only when there is exactly one
-recipient, so a message to many does not disclose the others.
+(after a trusted PROXY header, or the one XCLIENT named), IPv6 as ``[IPv6:...]``. No reverse
+DNS lookup is made: it would put a network round trip on every message; but a host name that
+XCLIENT forwarded (its ``NAME``, looked up by the proxy) goes before the address, as Postfix
+writes it: ``from client.example (mail.client.example [192.0.2.7])``. ``with`` is SMTP or
+ESMTP plus ``S`` under TLS and ``A`` when authenticated (RFC 3848), prefixed ``UTF8`` for
+SMTPUTF8 transactions (RFC 6531): only names registered with IANA. ``for`` is given only when
+there is exactly one recipient, so a message to many does not disclose the others.
 
 The HELO name, the recipient and (through a PROXY header) the client address come from the
 client, so nothing is written as given unless it fits the grammar of its place; the header
@@ -23,8 +25,11 @@ is safe whatever :class:`Session` and :class:`Envelope` hold, validated by the S
   ``A-Z a-z 0-9 - . _ ~ / : + , = @`` becomes ``%XX``), so no character of it can end the
   stamp, open or close a comment, or fake an address literal;
 - the client address is an IP literal, or ``[unix:...]`` with the path percent-encoded the same
-  way; an address that is neither (an unnamed UNIX socket, a stream with no address) leaves the
-  TCP-info out, as RFC 5321 allows;
+  way; an address that is neither (an unnamed UNIX socket, a stream with no address, XCLIENT's
+  ``ADDR=[UNAVAILABLE]``) leaves the TCP-info out, as RFC 5321 allows;
+- XCLIENT's ``NAME`` is written only when it is a Domain and there is an address literal to
+  follow it (RFC 5321's TCP-info); ``[UNAVAILABLE]``, ``[TEMPUNAVAIL]`` and any other name are
+  left out;
 - the server host name (``Config.hostname``) is treated like the HELO name (``by unknown`` and a
   ``(hostname=...)`` comment when it is not a Domain);
 - the ``id`` is an Atom: characters outside ``atext`` become ``-``;
@@ -211,8 +216,11 @@ def protocol_name(session: Session[Any], envelope: Envelope) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _from_clause(helo: str | None, literal: str | None) -> str:
-    tcp_info = f" ({literal})" if literal is not None else ""
+def _from_clause(helo: str | None, literal: str | None, name: str | None = None) -> str:
+    tcp_info = ""
+    if literal is not None:
+        domain = trace_domain(name) if name is not None else None
+        tcp_info = f" ({domain} {literal})" if domain is not None else f" ({literal})"
     if not helo:
         return f"unknown{tcp_info}"
     domain = trace_domain(helo)
@@ -231,8 +239,10 @@ def received_header(
     """The folded header, ending in CRLF, ready to prepend to the message."""
     literal = address_literal(session.client.host)
     atom = id_atom(envelope.id)
+    xclient = session.xclient
+    name = xclient.name if xclient is not None and isinstance(xclient.name, str) else None
     lines = [
-        f"Received: from {_from_clause(session.helo_name, literal)}",
+        f"Received: from {_from_clause(session.helo_name, literal, name)}",
         f"\tby {_by_clause(session.hostname)} with {protocol_name(session, envelope)}"
         + (f" id {atom}" if atom else ""),
     ]

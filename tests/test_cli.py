@@ -133,6 +133,19 @@ def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
             "192.0.2.0/24?)",
         ),
         (
+            ["--xclient", "nginx.internal"],
+            "argument --xclient: 'nginx.internal' is not an address or CIDR network",
+        ),
+        (
+            ["--xforward", "10.0.0.1/8"],
+            "argument --xforward: '10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)",
+        ),
+        (
+            ["--xclient", "unix"],
+            "argument --xclient: 'unix' is for UNIX-socket listeners; the command line "
+            "listens on TCP only",
+        ),
+        (
             ["--handler", "nope"],
             "argument --handler: unknown handler 'nope': choose debugging, sink, maildir:DIR, "
             "mbox:PATH, relay:HOST:PORT or module:attr",
@@ -627,3 +640,31 @@ def test_connections_per_ip_from_the_command_line() -> None:
             first.noop()
         status = server.stop()
     assert status == 0
+
+
+# ---- XCLIENT and XFORWARD ---------------------------------------------------------------------
+
+
+def test_xclient_and_xforward_flags_set_their_networks() -> None:
+    argv = ["--xclient", "10.0.1.0/24", "--xclient", "2001:db8::25", "--xforward", "127.0.0.1"]
+    config = _config(build_parser().parse_args(argv))
+    assert [str(n) for n in config.xclient_hosts] == ["10.0.1.0/24", "2001:db8::25/128"]
+    assert [str(n) for n in config.xforward_hosts] == ["127.0.0.1/32"]
+    default = _config(build_parser().parse_args([]))
+    assert not default.xclient_hosts
+    assert not default.xforward_hosts
+
+
+def test_xclient_from_the_command_line() -> None:
+    with cli_server("--handler", "sink", "--xclient", "127.0.0.1") as server:
+        with server.connect() as smtp:
+            code, text = smtp.ehlo("proxy.test")
+            assert code == 250
+            assert b"XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT" in text
+            assert b"XFORWARD" not in text
+            assert smtp.docmd("XCLIENT", "ADDR=192.0.2.7 NAME=client.test")[0] == 220
+            assert smtp.docmd("XFORWARD", "ADDR=192.0.2.7")[0] == 550
+            line = server.wait_for("XCLIENT from 127.0.0.1:")
+        status = server.stop()
+    assert status == 0
+    assert line.endswith("client 192.0.2.7 (name=client.test helo=None login=None)")

@@ -1,8 +1,9 @@
 """The Received: trace header (RFC 5321 §4.4, RFC 3848, RFC 6531).
 
 The exact layout is pinned for ordinary input; for every client-controlled field (HELO name,
-forward-path, client address) and every other Session/Envelope value, a property test checks
-the header against the RFC grammar in tests/received_grammar.py.
+forward-path, client address, the host name XCLIENT forwarded) and every other
+Session/Envelope value, a property test checks the header against the RFC grammar in
+tests/received_grammar.py.
 """
 
 from __future__ import annotations
@@ -20,9 +21,23 @@ from hypothesis import strategies as st
 from received_grammar import REGISTERED_PROTOCOLS, ExtendedDomain, check_one_header_field
 from received_grammar import check_received as check_grammar
 
-from smtpd_trio import Endpoint, Envelope, Session, TLSInfo, received_header
+from smtpd_trio import (
+    Endpoint,
+    Envelope,
+    Session,
+    TLSInfo,
+    Unavailable,
+    XClientInfo,
+    received_header,
+)
 from smtpd_trio._smtp.commands import CommandSyntaxError, parse_helo_name
-from smtpd_trio.trace import address_literal, id_atom, percent_encode, protocol_name
+from smtpd_trio.trace import (
+    address_literal,
+    id_atom,
+    percent_encode,
+    protocol_name,
+    trace_domain,
+)
 
 WHEN = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 DATE = "Wed, 25 Nov 2026 10:00:00 +0000"
@@ -36,6 +51,7 @@ def session(
     hostname: str = "mx.example.org",
     tls: TLSInfo | None = None,
     user: str | None = None,
+    name: str | Unavailable | None = None,
 ) -> Session:
     return Session(
         id="abc1",
@@ -46,6 +62,7 @@ def session(
         extended=ext,
         tls=tls,
         authenticated_as=user,
+        xclient=None if name is None else XClientInfo(name=name, addr=host),
     )
 
 
@@ -118,6 +135,32 @@ def test_no_tcp_info_without_an_address(host: str) -> None:
     assert address_literal(host) is None
     header = header_of(session(host), envelope("b@example.org"))
     assert header.startswith("Received: from client.example\r\n\tby mx.example.org ")
+
+
+@pytest.mark.parametrize(
+    ("name", "host", "first_line"),
+    [
+        (
+            "mail.client.example",
+            "192.0.2.7",
+            "from client.example (mail.client.example [192.0.2.7])",
+        ),
+        (
+            "Mail.Client.Example.",
+            "2001:db8::7",
+            "from client.example (Mail.Client.Example [IPv6:2001:db8::7])",
+        ),
+        ("my_pc.example", "192.0.2.7", "from client.example ([192.0.2.7])"),  # not a Domain
+        (Unavailable.UNAVAILABLE, "192.0.2.7", "from client.example ([192.0.2.7])"),
+        (Unavailable.TEMPUNAVAIL, "192.0.2.7", "from client.example ([192.0.2.7])"),
+        ("mail.client.example", "unknown", "from client.example"),  # no address: no TCP-info
+        ("a) (b", "192.0.2.7", "from client.example ([192.0.2.7])"),
+    ],
+)
+def test_the_name_xclient_forwarded(name: str | Unavailable, host: str, first_line: str) -> None:
+    # Postfix's layout, "from HELO (NAME [ADDRESS])", when the name is a Domain.
+    header = header_of(session(host, name=name), envelope("b@example.org"))
+    assert header.startswith(f"Received: {first_line}\r\n\tby mx.example.org ")
 
 
 def test_protocol_names() -> None:
@@ -450,6 +493,7 @@ def _written_helo(helo: str) -> str:
     user=st.none() | any_text,
     id_=ids,
     now=times,
+    name=st.none() | st.sampled_from(list(Unavailable)) | hostnames | any_text,
 )
 @example(
     helo="x;y",
@@ -462,6 +506,7 @@ def _written_helo(helo: str) -> str:
     user=None,
     id_="bbd0242.1",
     now=None,
+    name="a [1.2.3.4]",
 )
 @example(
     helo="x\x85X-Injected:1",
@@ -474,6 +519,7 @@ def _written_helo(helo: str) -> str:
     user="u",
     id_="a-1",
     now=None,
+    name="mx.example.",
 )
 @example(
     helo="([1.2.3.4])",
@@ -486,6 +532,7 @@ def _written_helo(helo: str) -> str:
     user=None,
     id_="",
     now=None,
+    name=None,
 )
 def test_every_header_is_well_formed(
     helo: str | None,
@@ -498,9 +545,10 @@ def test_every_header_is_well_formed(
     user: str | None,
     id_: str,
     now: dt.datetime | None,
+    name: str | Unavailable | None,
 ) -> None:
     info = TLSInfo(version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256") if tls else None
-    sess = session(host, helo=helo, ext=extended, hostname=hostname, tls=info, user=user)
+    sess = session(host, helo=helo, ext=extended, hostname=hostname, tls=info, user=user, name=name)
     env = envelope(*rcpts, utf8=utf8, id=id_)
 
     header = received_header(sess, env, now=now)
@@ -513,9 +561,14 @@ def test_every_header_is_well_formed(
     event(f"tcp-info: {stamp.from_.tcp_info is not None}")
     event(f"for: {stamp.for_ is not None} (non-ASCII: {not (stamp.for_ or '').isascii()})")
 
-    # The client address is where a reader looks for it, and nothing else is.
+    # The client address is where a reader looks for it, and nothing else is: before it, only
+    # a Domain that XCLIENT forwarded as the client's name.
     literal = address_literal(host)
-    assert stamp.from_.tcp_info == literal
+    domain = trace_domain(name) if isinstance(name, str) else None
+    if literal is not None and domain is not None:
+        assert stamp.from_.tcp_info == f"{domain} {literal}"
+    else:
+        assert stamp.from_.tcp_info == literal
     # The HELO name is the from-domain, or a comment that decodes back to it.
     if stamp.from_.domain == "unknown" and helo and helo.lower().rstrip(".") != "unknown":
         assert stamp.comments[0].startswith("helo=")
@@ -555,6 +608,7 @@ def test_every_header_is_well_formed(
         helo is not None
         and re.fullmatch(r"[a-z0-9.-]+", helo)
         and stamp.from_ == ExtendedDomain(helo, literal)
+        and name is None
         and stamp.by == ExtendedDomain(hostname, None)
         and literal is not None
     ):

@@ -18,6 +18,7 @@ from typing import final
 import attrs
 
 from .replies import Reply
+from .xclient import XClientInfo, XForwardInfo
 
 __all__ = [
     "NEED_DATA",
@@ -41,6 +42,7 @@ __all__ = [
     "TransactionEnded",
     "TransactionOutcome",
     "Verify",
+    "XClient",
 ]
 
 Params = Mapping[str, str | None]
@@ -62,6 +64,9 @@ class Envelope:
     rcpt_tos: tuple[str, ...] = ()
     #: The parameters of each accepted RCPT, in the same order.
     rcpt_params: tuple[Params, ...] = ()
+    #: What XFORWARD said about the message's origin before MAIL (from a client allowed to
+    #: send it), or None. It belongs to this transaction only.
+    xforward: XForwardInfo | None = None
 
     @property
     def smtputf8(self) -> bool:
@@ -173,6 +178,19 @@ class Authenticate:
     credentials: object = attrs.field(repr=False)
 
 
+@final
+@attrs.frozen
+class XClient:
+    """*Decision*: an authorized client sent XCLIENT, and the session restarted for the client
+    it names: the attributes are already in effect (``SessionFacts.xclient``, the HELO name,
+    the identity). Answer with the greeting for that client, as :class:`Connect` (None: the
+    220 banner; a 4xx becomes 421 and closes; a 5xx becomes 554, after which only QUIT is
+    served)."""
+
+    #: Every XCLIENT attribute of the session so far, this command's included.
+    info: XClientInfo
+
+
 # ---- notices ------------------------------------------------------------------------------
 
 
@@ -273,7 +291,15 @@ class NeedData(enum.Enum):
 NEED_DATA = NeedData.NEED_DATA
 
 DecisionEvent = (
-    Connect | Hello | MailFrom | RcptTo | MessageReceived | MessageEnd | Verify | Authenticate
+    Connect
+    | Hello
+    | MailFrom
+    | RcptTo
+    | MessageReceived
+    | MessageEnd
+    | Verify
+    | Authenticate
+    | XClient
 )
 Event = (
     DecisionEvent

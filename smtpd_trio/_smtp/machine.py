@@ -1,5 +1,6 @@
 """The SMTP session state machine (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
-ENHANCEDSTATUSCODES, STARTTLS and AUTH). Sans-IO: bytes in, events out; answers in, bytes out.
+ENHANCEDSTATUSCODES, STARTTLS and AUTH; Postfix's XCLIENT and XFORWARD for the clients allowed
+them). Sans-IO: bytes in, events out; answers in, bytes out.
 
 Theory of operation
 -------------------
@@ -35,6 +36,8 @@ States (the mail transaction is the MAIL -> RCPT -> DATA part)::
                                        |                      +---message read, answered--DATA
                                        +-- STARTTLS: TLS_HANDSHAKE, then tls_established()
     READY/CONNECTED --AUTH--> AUTH (SASL responses) --> back
+    READY/CONNECTED --XCLIENT--> the XClient decision, answered like the greeting --> CONNECTED
+                                 (READY if XCLIENT gave HELO)
     a 554 greeting: REFUSED (only QUIT)
     any state --QUIT / too many errors / close()--> CLOSED
 
@@ -52,6 +55,8 @@ import binascii
 import enum
 from collections.abc import Callable, Mapping
 from typing import Any, Final, final
+
+import attrs
 
 from . import replies
 from .body import BodyProblem, BodyReader, BodyResult, MemoryBudget
@@ -78,11 +83,13 @@ from .events import (
     TransactionEnded,
     TransactionOutcome,
     Verify,
+    XClient,
 )
 from .facts import SessionFacts, TLSInfo
 from .replies import Reply
 from .sasl import Challenge, SASLError, SASLExchange, decode_response
 from .settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
+from .xclient import XClientInfo, XForwardInfo, parse_xclient, parse_xforward
 
 __all__ = ["DEFAULT_MAX_COMMAND_LINE", "MAX_AUTH_LINE", "SMTPMachine", "State"]
 
@@ -131,6 +138,10 @@ _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
     ("AUTH", State.RCPT): replies.AUTH_IN_TRANSACTION,
     ("STARTTLS", State.MAIL): replies.BAD_SEQUENCE,
     ("STARTTLS", State.RCPT): replies.BAD_SEQUENCE,
+    ("XCLIENT", State.MAIL): replies.TRANSACTION_IN_PROGRESS,
+    ("XCLIENT", State.RCPT): replies.TRANSACTION_IN_PROGRESS,
+    ("XFORWARD", State.MAIL): replies.TRANSACTION_IN_PROGRESS,
+    ("XFORWARD", State.RCPT): replies.TRANSACTION_IN_PROGRESS,
 }
 
 # Recognised commands this server does not offer: 502. (STARTTLS and AUTH when not configured
@@ -161,6 +172,7 @@ _ANSWERS: Final[dict[type[DecisionEvent], tuple[frozenset[int], str | None, str 
     MessageEnd: (frozenset({250}), "2.0.0", "0.0"),
     Verify: (frozenset({250, 251, 252}), "2.0.0", "0.0"),
     Authenticate: (frozenset(), None, "7.0"),
+    XClient: (frozenset({220}), None, None),
 }
 
 _WHAT: Final[dict[type[DecisionEvent], str]] = {
@@ -172,6 +184,7 @@ _WHAT: Final[dict[type[DecisionEvent], str]] = {
     MessageEnd: "a message",
     Verify: "VRFY",
     Authenticate: "AUTH",
+    XClient: "XCLIENT",
 }
 
 # What the client is told when the session ends for a reason the I/O layer reports.
@@ -230,6 +243,9 @@ class SMTPMachine:
         "_session_id",
         "_shutdown",
         "_transactions",
+        "_xclient_ok",
+        "_xforward",
+        "_xforward_ok",
         "envelope",
         "errors",
         "facts",
@@ -248,6 +264,8 @@ class SMTPMachine:
         session_id: str = "s",
         stream_body: bool = False,
         budget: MemoryBudget | None = None,
+        xclient: bool = False,
+        xforward: bool = False,
     ) -> None:
         self.settings = settings
         #: The session's facts (HELO name, TLS, identity): written here and nowhere else.
@@ -293,6 +311,11 @@ class SMTPMachine:
         self._auth_mechanism = ""
         self._auth_return = State.READY
         self._auth_failures = 0
+        # The client may send XCLIENT / XFORWARD (the I/O layer decides, from its address).
+        self._xclient_ok = xclient
+        self._xforward_ok = xforward
+        # What XFORWARD said for the next mail transaction.
+        self._xforward: XForwardInfo | None = None
 
     # ---- facts -----------------------------------------------------------------------------
 
@@ -609,6 +632,7 @@ class SMTPMachine:
         if junk is not None:
             return junk
         self._reply(replies.RESET_OK)
+        self._xforward = None
         if self.envelope is None:
             return None
         self._end_transaction(TransactionOutcome.RESET)
@@ -779,6 +803,46 @@ class SMTPMachine:
         self.facts._authenticated_as = identity
         self._reply(replies.AUTH_SUCCEEDED)
 
+    # ---- XCLIENT and XFORWARD (Postfix's XCLIENT_README and XFORWARD_README) ---------------
+
+    def _xclient(self, arg: str | None, raw: bytes) -> Event:
+        """XCLIENT: the session restarts for the client it names (out of a transaction: the
+        sequence table answers 503 inside one)."""
+        if not self._xclient_ok:
+            return self._error(replies.NOT_AUTHORIZED, raw)
+        given = parse_xclient(arg)  # 501 if malformed: nothing changes
+        # A port belongs to its address: a new address without one has no known port.
+        if "addr" in given:
+            given.setdefault("port", None)
+        if "destaddr" in given:
+            given.setdefault("destport", None)
+        info = attrs.evolve(self.facts._xclient or XClientInfo(), **given)
+        self._restart(info, given)
+        return self._decide(XClient(info))
+
+    def _restart(self, info: XClientInfo, given: Mapping[str, object]) -> None:
+        """Back to the greeting stage for the client XCLIENT named, as Postfix does: HELO/EHLO,
+        PROTO and the authenticated identity are forgotten unless this command gave them
+        (``[UNAVAILABLE]`` gives nothing); TLS stays (it cannot be undone), and so do the
+        input already received and the session's counters."""
+        facts = self.facts
+        facts._xclient = info
+        helo = given.get("helo")
+        facts._helo_name = helo if isinstance(helo, str) else None
+        facts._extended = given.get("proto") == "ESMTP"
+        login = given.get("login")
+        facts._authenticated_as = login if isinstance(login, str) else None
+        self._xforward = None
+
+    def _xforward_cmd(self, arg: str | None, raw: bytes) -> Event | None:
+        """XFORWARD: facts about the next mail transaction's origin; 250, nothing else."""
+        if not self._xforward_ok:
+            return self._error(replies.NOT_AUTHORIZED, raw)
+        given = parse_xforward(arg)  # 501 if malformed: nothing changes
+        self._xforward = attrs.evolve(self._xforward or XForwardInfo(), **given)
+        self._reply(replies.OK)
+        return None
+
     # ---- the message -----------------------------------------------------------------------
 
     def _read_body(self) -> Event | NeedData:
@@ -885,7 +949,7 @@ class SMTPMachine:
         event = self._pending
         if event is None:
             raise RuntimeError("no decision is pending")
-        if type(event) is Connect:
+        if type(event) is Connect or type(event) is XClient:
             self.respond(replies.GREETING_TIMED_OUT if timed_out else replies.GREETING_FAILED)
         elif type(event) is Authenticate:
             self._pending = None
@@ -914,16 +978,28 @@ class SMTPMachine:
             facts._helo_name = event.name
             facts._extended = event.extended
             self.state = State.READY
+            self._xforward = None
             settings = self.settings
-            reply = settings.ehlo_reply(self.tls_active) if event.extended else settings.helo_reply
+            if not event.extended:
+                reply = settings.helo_reply
+            elif self._xclient_ok or self._xforward_ok:
+                reply = settings.ehlo_reply(
+                    self.tls_active, xclient=self._xclient_ok, xforward=self._xforward_ok
+                )
+            else:
+                reply = settings.ehlo_reply(self.tls_active)
         self._reply(reply)
 
     def _answer_mail(self, event: MailFrom, reply: Reply | None) -> None:
         if reply is None or reply.is_positive:
             self._transactions += 1
             self.envelope = Envelope(
-                f"{self._session_id}-{self._transactions}", event.address, event.params
+                f"{self._session_id}-{self._transactions}",
+                event.address,
+                event.params,
+                xforward=self._xforward,
             )
+            self._xforward = None
             self.state = State.MAIL
         self._reply(reply or replies.SENDER_OK)
 
@@ -936,6 +1012,7 @@ class SMTPMachine:
                 e.mail_params,
                 (*e.rcpt_tos, event.address),
                 (*e.rcpt_params, event.params),
+                e.xforward,
             )
             self.state = State.RCPT
         self._reply(reply or replies.RECIPIENT_OK)
@@ -961,6 +1038,13 @@ class SMTPMachine:
         self._exchange = None
         self._auth_refused(reply)
 
+    def _answer_xclient(self, event: XClient, reply: Reply | None) -> None:
+        # The greeting of the client XCLIENT named; its HELO, if it gave one, stands for the
+        # client's HELO/EHLO (XCLIENT_README: the attributes it sent are not reset).
+        self._answer_connect(event, reply)
+        if self.state is State.CONNECTED and self.facts._helo_name is not None:
+            self.state = State.READY
+
 
 _VERBS: Final[dict[str, _Verb]] = {
     "HELO": SMTPMachine._helo,
@@ -975,6 +1059,8 @@ _VERBS: Final[dict[str, _Verb]] = {
     "HELP": SMTPMachine._help,
     "STARTTLS": SMTPMachine._starttls,
     "AUTH": SMTPMachine._auth,
+    "XCLIENT": SMTPMachine._xclient,
+    "XFORWARD": SMTPMachine._xforward_cmd,
 }
 
 # Each answers its own event type: the table pairs them (type checkers cannot see that).
@@ -989,4 +1075,5 @@ _RESPONDERS: Final[
     MessageEnd: SMTPMachine._answer_message,
     Verify: SMTPMachine._answer_verify,
     Authenticate: SMTPMachine._answer_auth,
+    XClient: SMTPMachine._answer_xclient,
 }

@@ -183,6 +183,10 @@ TOO_MANY_AUTH_FAILURES: Final = Reply(
     421, "4.7.0", "Too many failed authentication attempts, closing connection"
 )
 
+# XCLIENT and XFORWARD (Postfix's XCLIENT_README and XFORWARD_README)
+NOT_AUTHORIZED: Final = Reply(550, "5.7.0", "Insufficient authorization")
+TRANSACTION_IN_PROGRESS: Final = Reply(503, "5.5.1", "Mail transaction in progress")
+
 
 def syntax_error(text: str) -> Reply:
     """501 with our text: the command was recognised but its arguments were not."""

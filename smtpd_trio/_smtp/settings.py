@@ -15,6 +15,7 @@ import attrs
 from .body import BareLineEndings, NulOctets
 from .replies import Reply
 from .sasl import Mechanism
+from .xclient import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES
 
 __all__ = ["DEFAULT_MAX_COMMAND_LINE", "SMTPSettings"]
 
@@ -68,6 +69,10 @@ class SMTPSettings:
     helo_reply: Reply = attrs.field(init=False, repr=False, eq=False)
     _ehlo_plain: Reply = attrs.field(init=False, repr=False, eq=False)
     _ehlo_tls: Reply = attrs.field(init=False, repr=False, eq=False)
+    # For the sessions allowed XCLIENT or XFORWARD: (tls_active, xclient, xforward) -> reply.
+    _ehlo_forwarding: Mapping[tuple[bool, bool, bool], Reply] = attrs.field(
+        init=False, repr=False, eq=False
+    )
 
     def __attrs_post_init__(self) -> None:
         mechanisms = {m.name.upper(): m for m in self.auth_mechanisms}
@@ -79,6 +84,17 @@ class SMTPSettings:
             "helo_reply": Reply(250, None, self.hostname),
             "_ehlo_plain": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(False))),
             "_ehlo_tls": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(True))),
+            "_ehlo_forwarding": {
+                (tls, xclient, xforward): Reply(
+                    250,
+                    None,
+                    self.hostname,
+                    tuple(self.ehlo_keywords(tls, xclient=xclient, xforward=xforward)),
+                )
+                for tls in (False, True)
+                for xclient in (False, True)
+                for xforward in (False, True)
+            },
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
@@ -87,8 +103,11 @@ class SMTPSettings:
         """AUTH is offered under TLS, or without it when ``auth_over_plaintext``."""
         return bool(self.auth_mechanisms) and (tls_active or self.auth_over_plaintext)
 
-    def ehlo_keywords(self, tls_active: bool) -> list[str]:
-        """The extensions advertised in the EHLO reply."""
+    def ehlo_keywords(
+        self, tls_active: bool, *, xclient: bool = False, xforward: bool = False
+    ) -> list[str]:
+        """The extensions advertised in the EHLO reply (XCLIENT and XFORWARD only to the
+        clients allowed to use them)."""
         keywords = [f"SIZE {self.max_message_size}" if self.max_message_size else "SIZE"]
         keywords.append("8BITMIME")
         if self.smtputf8:
@@ -98,8 +117,16 @@ class SMTPSettings:
             keywords.append("STARTTLS")
         if self.auth_offered(tls_active):
             keywords.append("AUTH " + " ".join(m.name.upper() for m in self.auth_mechanisms))
+        if xclient:
+            keywords.append(" ".join(("XCLIENT", *XCLIENT_ATTRIBUTES)))
+        if xforward:
+            keywords.append(" ".join(("XFORWARD", *XFORWARD_ATTRIBUTES)))
         keywords.append("HELP")
         return keywords
 
-    def ehlo_reply(self, tls_active: bool) -> Reply:
+    def ehlo_reply(
+        self, tls_active: bool, *, xclient: bool = False, xforward: bool = False
+    ) -> Reply:
+        if xclient or xforward:
+            return self._ehlo_forwarding[(tls_active, xclient, xforward)]
         return self._ehlo_tls if tls_active else self._ehlo_plain
