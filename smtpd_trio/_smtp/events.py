@@ -17,6 +17,7 @@ from typing import final
 
 import attrs
 
+from .dsn import DSNRequest, Recipient
 from .replies import Reply
 
 __all__ = [
@@ -73,6 +74,28 @@ class Envelope:
         """``"7BIT"``, ``"8BITMIME"``, or None if MAIL gave no BODY parameter."""
         value = self.mail_params.get("BODY")
         return value.upper() if value else None
+
+    @property
+    def require_tls(self) -> bool:
+        """True if MAIL carried REQUIRETLS (RFC 8689): the message must only travel on over
+        TLS to servers that offer REQUIRETLS, or be returned."""
+        return "REQUIRETLS" in self.mail_params
+
+    @property
+    def dsn(self) -> DSNRequest:
+        """MAIL's DSN parameters (RFC 3461), parsed: ``ret`` and ``envid`` (None when not
+        given). Computed on each access."""
+        return DSNRequest.from_params(self.mail_params)
+
+    @property
+    def recipients(self) -> tuple[Recipient, ...]:
+        """The accepted recipients with their parameters, and their DSN parameters parsed
+        (``notify``, ``orcpt``). Computed on each access: keep it in a variable."""
+        params = self.rcpt_params
+        return tuple(
+            Recipient.from_params(address, params[i] if i < len(params) else {})
+            for i, address in enumerate(self.rcpt_tos)
+        )
 
 
 class TransactionOutcome(enum.Enum):

@@ -50,12 +50,14 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final, final
 
 from . import replies
 from .body import BodyProblem, BodyReader, BodyResult, MemoryBudget
 from .commands import CommandSyntaxError, parse_helo_name, parse_path_and_params, split_verb
+from .dsn import DSNSyntaxError, parse_envid, parse_notify, parse_orcpt, parse_ret
 from .events import (
     NEED_DATA,
     Authenticate,
@@ -202,6 +204,20 @@ def _excerpt(line: bytes) -> str:
 
 
 _Verb = Callable[["SMTPMachine", "str | None", bytes], "Event | None"]
+
+# MAIL's DSN parameters (RFC 3461 §4.3, §4.4) and their parsers; RCPT's are in _rcpt_params.
+_DSN_MAIL: Final[dict[str, Callable[[str | None], object]]] = {
+    "RET": parse_ret,
+    "ENVID": parse_envid,
+}
+
+
+def _check_dsn(parse: Callable[[str | None], object], value: str | None) -> None:
+    """Validate a DSN parameter: a malformed value is 501 5.5.4 with the parser's text."""
+    try:
+        parse(value)
+    except DSNSyntaxError as exc:
+        raise CommandSyntaxError(replies.syntax_error(str(exc))) from None
 
 
 @final
@@ -547,6 +563,13 @@ class SMTPMachine:
                 if value is not None:
                     raise CommandSyntaxError(replies.syntax_error("SMTPUTF8 takes no value"))
                 smtputf8 = True
+            elif key in _DSN_MAIL and settings.dsn:
+                _check_dsn(_DSN_MAIL[key], value)
+            elif key == "REQUIRETLS" and settings.requiretls:
+                if value is not None:
+                    raise CommandSyntaxError(replies.syntax_error("REQUIRETLS takes no value"))
+                if not self.tls_active:
+                    return self._error(replies.TLS_REQUIRED, raw)
             else:
                 raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
         if not smtputf8 and not address.isascii():
@@ -564,12 +587,24 @@ class SMTPMachine:
             bad_address=replies.BAD_RECIPIENT_ADDRESS,
         )
         if params:
-            raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
+            self._rcpt_params(params, envelope.smtputf8)
         if not address.isascii() and not envelope.smtputf8:
             return self._refused(replies.NON_ASCII_ADDRESS, raw)
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return self._refused(replies.TOO_MANY_RECIPIENTS, raw)
         return self._decide(RcptTo(envelope, address, params))
+
+    def _rcpt_params(self, params: Mapping[str, str | None], smtputf8: bool) -> None:
+        """RCPT's parameters: with DSN offered, NOTIFY and ORCPT (RFC 3461; ``utf-8`` ORCPT
+        addresses, RFC 6533, in SMTPUTF8 transactions); nothing else."""
+        dsn = self.settings.dsn
+        for key, value in params.items():
+            if key == "NOTIFY" and dsn:
+                _check_dsn(parse_notify, value)
+            elif key == "ORCPT" and dsn:
+                _check_dsn(functools.partial(parse_orcpt, utf8=smtputf8), value)
+            else:
+                raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
 
     def _refused(self, reply: Reply, raw: bytes) -> Event:
         """A limit or policy refusal of MAIL/RCPT (552, 452, 553): answered and reported, but
