@@ -12,6 +12,8 @@ accepts)::
     async def on_rcpt(self, session, envelope, address, params) -> Reply | None
     async def on_data(self, session, message) -> Reply | None
     async def on_data_chunks(self, session, message) -> Reply | None         (streaming)
+    async def on_vrfy(self, session, argument) -> Reply | None
+    async def on_expn(self, session, argument) -> Reply | None
     async def on_transaction_end(self, session, envelope, outcome) -> None
     async def on_close(self, session) -> None
 
@@ -159,8 +161,8 @@ class Reject(Exception):
     """Raise from a callback to refuse with ``code`` (4xx temporary, 5xx permanent).
 
     Without ``enhanced``, the server gives the reply the RFC 3463 code that fits the callback
-    (``X.1.0`` for MAIL and RCPT, ``X.7.0`` for AUTH, ``X.0.0`` otherwise), since it always
-    advertises ENHANCEDSTATUSCODES.
+    (``X.1.0`` for MAIL, RCPT, VRFY and EXPN, ``X.7.0`` for AUTH, ``X.0.0`` otherwise), since it
+    always advertises ENHANCEDSTATUSCODES.
     """
 
     def __init__(self, code: int, enhanced: str | None = None, text: str = "Rejected") -> None:
@@ -261,6 +263,23 @@ class Handler(Generic[StateT]):
         """
         return None
 
+    async def on_vrfy(self, session: Session[StateT], argument: str) -> Reply | None:
+        """VRFY with an argument (RFC 5321 §3.5.1), as sent. Without this callback every VRFY
+        gets ``252 2.5.0``, which tells nobody which users exist; None here does the same.
+        Positive replies: 250 (the mailbox, ``"Full Name <user@example.org>"``), 251 (not
+        local, will forward), 252 (cannot verify, will attempt delivery). Refuse with 550
+        (no such user), 551 (not local), 553 (ambiguous), or another 4xx/5xx. Counts as a
+        junk command (``Config.max_junk_commands``)."""
+        return None
+
+    async def on_expn(self, session: Session[StateT], argument: str) -> Reply | None:
+        """EXPN with an argument (RFC 5321 §3.5.2), as sent. Without this callback EXPN is
+        not offered (``502 5.5.1``); None here gives ``252 2.5.0``. Positive replies: 250
+        with one member per line (``Reply(250, None, first, (second, ...))``), 252. Refuse
+        with 550 (no such list, or access denied) or another 4xx/5xx. Counts as a junk
+        command (``Config.max_junk_commands``)."""
+        return None
+
     async def on_transaction_end(
         self, session: Session[StateT], envelope: Envelope, outcome: TransactionOutcome
     ) -> None:
@@ -283,6 +302,8 @@ _SIGNATURES: Final[dict[str, tuple[str, ...]]] = {
     "on_rcpt": ("session", "envelope", "address", "params"),
     "on_data": ("session", "message"),
     "on_data_chunks": ("session", "message"),
+    "on_vrfy": ("session", "argument"),
+    "on_expn": ("session", "argument"),
     "on_transaction_end": ("session", "envelope", "outcome"),
     "on_close": ("session",),
 }
@@ -307,6 +328,8 @@ class Callbacks:
     on_rcpt: Callback | None = None
     on_data: Callback | None = None
     on_data_chunks: Callback | None = None
+    on_vrfy: Callback | None = None
+    on_expn: Callback | None = None
     on_transaction_end: Callback | None = None
     on_close: Callback | None = None
 

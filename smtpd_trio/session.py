@@ -43,6 +43,7 @@ from ._smtp.events import (
     CommandRejected,
     Connect,
     Event,
+    Expand,
     Hello,
     MailFrom,
     MessageChunk,
@@ -239,6 +240,7 @@ class SessionDriver:
             session_id=session.id,
             stream_body=callbacks.on_data_chunks is not None,
             budget=self.shared.budget,
+            expn=callbacks.on_expn is not None,
         )
         # The command loop's I/O cancel scope, and what it is waiting for: "send", "idle"
         # (the next command outside a transaction), "receive", or None (not waiting).
@@ -268,6 +270,7 @@ class SessionDriver:
             rcpt=callbacks.on_rcpt is None,
             data=callbacks.on_data is None and callbacks.on_data_chunks is None,
             end=callbacks.on_transaction_end is None,
+            vrfy=callbacks.on_vrfy is None,
         )
         duration = config.max_session_duration
         self._session_end = math.inf if duration is None else trio.current_time() + duration
@@ -638,7 +641,16 @@ class SessionDriver:
         self._answer("on_data", await self._ask("on_data", fn, message))
 
     async def _on_verify(self, event: Verify) -> None:
-        self.machine.respond(None)
+        fn = self.callbacks.on_vrfy
+        if fn is None:
+            self.machine.respond(None)
+        else:
+            self._answer("on_vrfy", await self._ask("on_vrfy", fn, event.argument))
+
+    async def _on_expand(self, event: Expand) -> None:
+        fn = self.callbacks.on_expn
+        assert fn is not None  # the machine offers EXPN only when the handler answers it
+        self._answer("on_expn", await self._ask("on_expn", fn, event.argument))
 
     async def _on_authenticate(self, event: Authenticate) -> None:
         machine = self.machine
@@ -894,12 +906,19 @@ def _note_rejected(driver: SessionDriver, event: CommandRejected) -> None:
 
 @functools.cache
 def _immediate_steps(
-    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool
+    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool, vrfy: bool
 ) -> dict[type[Event], _Immediate]:
     """For the callbacks a handler does not define (True: absent), the events the loop can
     answer at once, without creating and awaiting a coroutine."""
-    table: dict[type[Event], _Immediate] = {Verify: _accept, CommandRejected: _note_rejected}
-    absent = {Connect: connect, Hello: helo, MailFrom: mail, RcptTo: rcpt, MessageReceived: data}
+    table: dict[type[Event], _Immediate] = {CommandRejected: _note_rejected}
+    absent = {
+        Connect: connect,
+        Hello: helo,
+        MailFrom: mail,
+        RcptTo: rcpt,
+        MessageReceived: data,
+        Verify: vrfy,
+    }
     for kind, missing in absent.items():
         if missing:
             table[kind] = _accept
@@ -917,6 +936,7 @@ _DISPATCH: Final[dict[type[Event], _Dispatch]] = {
     MessageReceived: SessionDriver._on_message,
     MessageStart: SessionDriver._on_message_start,
     Verify: SessionDriver._on_verify,
+    Expand: SessionDriver._on_expand,
     Authenticate: SessionDriver._on_authenticate,
     StartTLS: SessionDriver._on_starttls,
     TransactionEnded: SessionDriver._on_transaction_end,

@@ -145,9 +145,10 @@ def smtp_settings(**options: Any) -> SMTPSettings:
     return SMTPSettings(**options)
 
 
-def new_run(*, stream_body: bool = False, **options: Any) -> Run:
-    """A machine greeted with the default 220 (the banner is kept apart from the output)."""
-    m = SMTPMachine(smtp_settings(**options), session_id="t", stream_body=stream_body)
+def new_run(*, stream_body: bool = False, expn: bool = False, **options: Any) -> Run:
+    """A machine greeted with the default 220 (the banner is kept apart from the output);
+    ``expn``: the handler answers EXPN."""
+    m = SMTPMachine(smtp_settings(**options), session_id="t", stream_body=stream_body, expn=expn)
     event = m.next_event()
     assert isinstance(event, Connect), event
     m.respond(None)

@@ -30,6 +30,7 @@ __all__ = [
     "DecisionEvent",
     "Envelope",
     "Event",
+    "Expand",
     "Hello",
     "MailFrom",
     "MessageChunk",
@@ -184,6 +185,15 @@ class Verify:
 
 @final
 @attrs.frozen
+class Expand:
+    """*Decision*: EXPN with an argument, when the handler answers EXPN (otherwise EXPN is
+    answered 502 by the machine). The default answer is 252."""
+
+    argument: str
+
+
+@final
+@attrs.frozen
 class Authenticate:
     """*Decision*: a SASL exchange finished; check the credentials and answer with
     ``auth_result(identity)`` (None: 535, after the mechanism's error challenge if it has one),
@@ -296,7 +306,15 @@ class NeedData(enum.Enum):
 NEED_DATA = NeedData.NEED_DATA
 
 DecisionEvent = (
-    Connect | Hello | MailFrom | RcptTo | MessageReceived | MessageEnd | Verify | Authenticate
+    Connect
+    | Hello
+    | MailFrom
+    | RcptTo
+    | MessageReceived
+    | MessageEnd
+    | Verify
+    | Expand
+    | Authenticate
 )
 Event = (
     DecisionEvent

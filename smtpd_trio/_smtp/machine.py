@@ -68,6 +68,7 @@ from .events import (
     DecisionEvent,
     Envelope,
     Event,
+    Expand,
     Hello,
     MailFrom,
     MessageChunk,
@@ -137,9 +138,7 @@ _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
 
 # Recognised commands this server does not offer: 502. (STARTTLS and AUTH when not configured
 # are answered 502 by their own handlers.)
-_NOT_IMPLEMENTED: Final = frozenset(
-    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "BDAT"}
-)
+_NOT_IMPLEMENTED: Final = frozenset({"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "BDAT"})
 
 #: RFC 4954 §4: a SASL response line may be up to 12288 octets.
 MAX_AUTH_LINE: Final = 12288
@@ -149,6 +148,11 @@ _HELP: Final = Reply(
     214,
     "2.0.0",
     "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+)
+_HELP_EXPN: Final = Reply(
+    214,
+    "2.0.0",
+    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP",
 )
 
 # How each decision may be answered: the positive codes allowed, the enhanced code given to a
@@ -161,7 +165,9 @@ _ANSWERS: Final[dict[type[DecisionEvent], tuple[frozenset[int], str | None, str 
     RcptTo: (frozenset({250, 251}), "2.1.5", "1.0"),
     MessageReceived: (frozenset({250}), "2.0.0", "0.0"),
     MessageEnd: (frozenset({250}), "2.0.0", "0.0"),
-    Verify: (frozenset({250, 251, 252}), "2.0.0", "0.0"),
+    # RFC 5321 §4.3.2: VRFY 250, 251, 252; EXPN 250 (a multi-line list), 252.
+    Verify: (frozenset({250, 251, 252}), "2.0.0", "1.0"),
+    Expand: (frozenset({250, 252}), "2.0.0", "1.0"),
     Authenticate: (frozenset(), None, "7.0"),
 }
 
@@ -173,6 +179,7 @@ _WHAT: Final[dict[type[DecisionEvent], str]] = {
     MessageReceived: "a message",
     MessageEnd: "a message",
     Verify: "VRFY",
+    Expand: "EXPN",
     Authenticate: "AUTH",
 }
 
@@ -237,6 +244,7 @@ class SMTPMachine:
         "_discarding",
         "_ended",
         "_exchange",
+        "_expn_offered",
         "_junk",
         "_out",
         "_peer_closed",
@@ -264,6 +272,7 @@ class SMTPMachine:
         session_id: str = "s",
         stream_body: bool = False,
         budget: MemoryBudget | None = None,
+        expn: bool = False,
     ) -> None:
         self.settings = settings
         #: The session's facts (HELO name, TLS, identity): written here and nowhere else.
@@ -271,6 +280,8 @@ class SMTPMachine:
         #: Hand out message text in chunks as it arrives (MessageStart, MessageChunk,
         #: MessageEnd) instead of one MessageReceived at the end.
         self.stream_body = stream_body
+        # EXPN is a decision (Expand) for a handler that answers it; otherwise it is 502.
+        self._expn_offered = expn
         #: The server is nearly full (the I/O layer says so): like Postfix under stress, one
         #: protocol error or one junk command (NOOP, RSET, VRFY, HELP) too many ends the
         #: session.
@@ -659,7 +670,7 @@ class SMTPMachine:
     def _help(self, arg: str | None, raw: bytes) -> Event | None:
         junk = self._junk_limit_reached(raw)
         if junk is None:
-            self._reply(_HELP)
+            self._reply(_HELP_EXPN if self._expn_offered else _HELP)
         return junk
 
     def _quit(self, arg: str | None, raw: bytes) -> Event | None:
@@ -673,6 +684,13 @@ class SMTPMachine:
         if arg is None:
             return self._error(replies.syntax_error("VRFY requires an argument"), raw)
         return self._junk_limit_reached(raw) or self._decide(Verify(arg))
+
+    def _expn(self, arg: str | None, raw: bytes) -> Event:
+        if not self._expn_offered:
+            return self._error(replies.NOT_IMPLEMENTED, raw)
+        if arg is None:
+            return self._error(replies.syntax_error("EXPN requires an argument"), raw)
+        return self._junk_limit_reached(raw) or self._decide(Expand(arg))
 
     # ---- STARTTLS (RFC 3207) ---------------------------------------------------------------
 
@@ -991,6 +1009,9 @@ class SMTPMachine:
     def _answer_verify(self, event: DecisionEvent, reply: Reply | None) -> None:
         self._reply(reply or replies.VRFY_CANNOT)
 
+    def _answer_expand(self, event: DecisionEvent, reply: Reply | None) -> None:
+        self._reply(reply or replies.EXPN_CANNOT)
+
     def _answer_auth(self, event: DecisionEvent, reply: Reply | None) -> None:
         assert reply is not None  # _checked lets only refusals through
         self._exchange = None
@@ -1007,6 +1028,7 @@ _VERBS: Final[dict[str, _Verb]] = {
     "NOOP": SMTPMachine._noop,
     "QUIT": SMTPMachine._quit,
     "VRFY": SMTPMachine._vrfy,
+    "EXPN": SMTPMachine._expn,
     "HELP": SMTPMachine._help,
     "STARTTLS": SMTPMachine._starttls,
     "AUTH": SMTPMachine._auth,
@@ -1023,5 +1045,6 @@ _RESPONDERS: Final[
     MessageReceived: SMTPMachine._answer_message,
     MessageEnd: SMTPMachine._answer_message,
     Verify: SMTPMachine._answer_verify,
+    Expand: SMTPMachine._answer_expand,
     Authenticate: SMTPMachine._answer_auth,
 }
