@@ -7,7 +7,7 @@ import math
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
@@ -22,6 +22,9 @@ from .auth import Authenticator, Login, Mechanism, Plain
 from .errors import ConfigError
 from .metrics import NO_OBSERVER, Observer
 from .trust import TrustedNetworks, TrustEntry
+
+if TYPE_CHECKING:
+    from .rdns import Resolver
 
 __all__ = ["BareLineEndings", "Config", "NulOctets", "UntrustedPeers"]
 
@@ -142,6 +145,17 @@ def _observer(instance: object, attribute: attrs.Attribute[Any], value: object) 
         )
 
 
+def _resolver(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    for method in ("reverse", "forward"):
+        if not callable(getattr(value, method, None)):
+            raise ConfigError(
+                f"resolver must have async methods reverse(address) and forward(name) "
+                f"(smtpd_trio.rdns.Resolver), not {value!r}"
+            )
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -193,6 +207,13 @@ class Config:
     #: default: it promises that the handler relays such messages only over verified TLS to
     #: servers that offer REQUIRETLS, or returns them. Needs a ``tls_context``.
     requiretls: bool = False
+    #: Look up each client's host name (PTR, forward-confirmed) for ``session.client_name``
+    #: and the ``Received:`` header, as Postfix does (see :mod:`smtpd_trio.rdns`).
+    reverse_dns: bool = False
+    #: The longest a reverse DNS lookup may take; then the client is "unknown".
+    reverse_dns_timeout: float = attrs.field(default=2.0, validator=_positive_seconds)
+    #: The resolver for reverse DNS (:class:`smtpd_trio.rdns.Resolver`); None: the system's.
+    resolver: Resolver | None = attrs.field(default=None, validator=_resolver)
 
     # Safe on an open port (see docs/security.md)
     #: Connections at once from one client (the real client behind a trusted proxy; IPv6

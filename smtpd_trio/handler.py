@@ -119,10 +119,28 @@ class Session(SessionFacts, Generic[StateT]):
     #: The handler's per-connection state: what :meth:`Handler.new_state` returned (a new
     #: empty dict by default).
     state: StateT = attrs.field(factory=_empty_state)
+    # Written by the session driver when the reverse DNS lookup of the client is over.
+    _client_name: str | None = None
+    _client_name_looked_up: bool = False
+
+    @property
+    def client_name(self) -> str | None:
+        """The client's host name from reverse DNS, forward-confirmed (the name's A/AAAA
+        records include the client's address), with ``Config.reverse_dns``; None when that is
+        off, or the name could not be found, confirmed or checked in time. Every callback
+        sees the final value."""
+        return self._client_name
+
+    @property
+    def client_name_looked_up(self) -> bool:
+        """True once the reverse DNS lookup of the client is over, whatever it found (so
+        ``client_name`` None means "unknown", as in the ``Received:`` header)."""
+        return self._client_name_looked_up
 
     def __repr__(self) -> str:
         via = f" via {self.peer}" if self.peer != self.client else ""
-        return f"<Session {self.id} {self.client}{via} helo={self.helo_name!r}>"
+        name = f" ({self._client_name})" if self._client_name else ""
+        return f"<Session {self.id} {self.client}{name}{via} helo={self.helo_name!r}>"
 
 
 @final

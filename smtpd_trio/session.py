@@ -75,6 +75,7 @@ from .handler import (
 )
 from .limits import RefusalLog, client_key
 from .metrics import AuthOutcome
+from .rdns import ReverseDNS, client_ip
 from .trace import received_header
 
 if TYPE_CHECKING:
@@ -181,10 +182,21 @@ class Shared:
     refusals: RefusalLog
     #: The server is nearly full: waits for clients use ``stress_timeout``.
     stressed: bool = False
+    #: Client name lookups and their cache, with ``Config.reverse_dns``.
+    reverse_dns: ReverseDNS | None = None
 
     @classmethod
     def for_config(cls, config: Config) -> Shared:
-        return cls(MemoryBudget(config.max_buffered_bytes), RefusalLog(config.refusal_log_interval))
+        reverse_dns = (
+            ReverseDNS(config.resolver, timeout=config.reverse_dns_timeout)
+            if config.reverse_dns
+            else None
+        )
+        return cls(
+            MemoryBudget(config.max_buffered_bytes),
+            RefusalLog(config.refusal_log_interval),
+            reverse_dns=reverse_dns,
+        )
 
 
 @final
@@ -202,6 +214,7 @@ class SessionDriver:
         "_io_scope",
         "_progress",
         "_rate",
+        "_rdns_pending",
         "_session_end",
         "_shutting_down",
         "_stress_timeout",
@@ -262,6 +275,8 @@ class SessionDriver:
         )
         self._rate = config.min_data_rate
         self._handler_scope: trio.CancelScope | None = None
+        # Set while the reverse DNS lookup of the client runs (see _look_up_client).
+        self._rdns_pending: trio.Event | None = None
         # The events that need no await because the handler has no callback for them.
         self._immediate = _immediate_steps(
             connect=callbacks.on_connect is None or quiet,
@@ -278,7 +293,39 @@ class SessionDriver:
     # ---- the loop ----------------------------------------------------------------------------
 
     async def run(self, initial_data: bytes = b"") -> None:
-        """Serve the session to its end; always closes the stream."""
+        """Serve the session to its end; always closes the stream. With reverse DNS, the
+        lookup of the client's name runs alongside (see :mod:`smtpd_trio.rdns`)."""
+        rdns = self.shared.reverse_dns
+        if rdns is None or self.quiet or client_ip(self.session.client.host) is None:
+            await self._serve(initial_data)
+            return
+        async with trio.open_nursery() as nursery:
+            self._rdns_pending = trio.Event()
+            nursery.start_soon(self._look_up_client, rdns, self._rdns_pending)
+            try:
+                await self._serve(initial_data)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _look_up_client(self, rdns: ReverseDNS, done: trio.Event) -> None:
+        """Find the client's name (bounded by the lookup's timeout) and record it."""
+        session = self.session
+        try:
+            session._client_name = await rdns.lookup(session.client.host)
+        finally:
+            session._client_name_looked_up = True
+            done.set()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] client name: %s", session.id, session._client_name or "unknown")
+
+    async def _client_name(self) -> None:
+        """Wait for the reverse DNS lookup, if one is still running."""
+        pending = self._rdns_pending
+        if pending is not None:
+            await pending.wait()
+            self._rdns_pending = None
+
+    async def _serve(self, initial_data: bytes) -> None:
         machine = self.machine
         started = trio.current_time()
         try:
@@ -548,6 +595,8 @@ class SessionDriver:
         reply of a Reject it raised, _FAILED if it raised anything else (logged), or
         _TIMED_OUT if it ran past ``handler_timeout``."""
         self._stop_clock()
+        if self._rdns_pending is not None:
+            await self._client_name()
         with trio.move_on_after(self._handler_time()) as scope:
             try:
                 return await fn(self.session, *args)
@@ -636,6 +685,9 @@ class SessionDriver:
         if fn is None:
             self.machine.respond(None)
             return
+        if self._rdns_pending is not None:
+            self._stop_clock()
+            await self._client_name()
         trace = received_header(self.session, event.envelope)
         message = Message(event.envelope, event.content, trace)
         self._answer("on_data", await self._ask("on_data", fn, message))
@@ -700,6 +752,9 @@ class SessionDriver:
         assert fn is not None  # the machine streams only when the handler does
         ends: list[Event] = []
         chunks = self._chunks(ends)
+        if self._rdns_pending is not None:
+            self._stop_clock()
+            await self._client_name()
         trace = received_header(self.session, event.envelope)
         try:
             result: object = _TIMED_OUT
