@@ -2,9 +2,10 @@
 encodings it needs to pass them on.
 
 With ``Config(dsn=True)`` the server offers DSN and checks the parameters; a handler reads them
-parsed from the envelope: ``envelope.dsn`` (a :class:`DSNRequest`: ``RET`` and ``ENVID``) and
-``envelope.recipients`` (each a :class:`Recipient` with its ``NOTIFY`` and ``ORCPT``). A relay
-passes them on with :meth:`OriginalRecipient.to_param` and :func:`xtext_encode`.
+parsed from the envelope: ``envelope.dsn`` (a :class:`~smtpd_trio.DSNRequest`: ``RET`` and
+``ENVID``) and ``envelope.recipients`` (each a :class:`~smtpd_trio.Recipient` with its
+``NOTIFY`` and ``ORCPT``). A relay passes them on with
+:meth:`~smtpd_trio.OriginalRecipient.to_param` and :func:`xtext_encode`.
 """
 
 from ._smtp.dsn import (

@@ -2,9 +2,9 @@
 
 Pure functions of one parameter value. The MAIL parameters are ``RET=FULL|HDRS`` and
 ``ENVID=<xtext>``; the RCPT parameters are ``NOTIFY=NEVER|<list of SUCCESS, FAILURE, DELAY>`` and
-``ORCPT=<addr-type>;<address>``. A malformed value raises :class:`DSNSyntaxError` (a
-``ValueError``) whose text says what is expected; the state machine turns it into
-``501 5.5.4``.
+``ORCPT=<addr-type>;<address>``. A malformed value raises
+:class:`~smtpd_trio.dsn.DSNSyntaxError` (a ``ValueError``) whose text says what is expected;
+the state machine turns it into ``501 5.5.4``.
 
 xtext (RFC 3461 §4)::
 
@@ -115,7 +115,8 @@ class DSNRequest:
 
     @classmethod
     def from_params(cls, params: Params) -> DSNRequest:
-        """The request in MAIL ``params`` (raises :class:`DSNSyntaxError` if malformed)."""
+        """The request in MAIL ``params`` (raises :class:`~smtpd_trio.dsn.DSNSyntaxError` if
+        malformed)."""
         return cls(
             parse_ret(params["RET"]) if "RET" in params else None,
             parse_envid(params["ENVID"]) if "ENVID" in params else None,
@@ -141,7 +142,7 @@ class Recipient:
     @classmethod
     def from_params(cls, address: str, params: Params) -> Recipient:
         """The recipient with the DSN parameters in ``params`` parsed (raises
-        :class:`DSNSyntaxError` if one is malformed)."""
+        :class:`~smtpd_trio.dsn.DSNSyntaxError` if one is malformed)."""
         return cls(
             address,
             params,
@@ -164,9 +165,9 @@ _XCHAR: Final = frozenset(range(0x21, 0x7F)) - {ord("+"), ord("=")}
 
 
 def xtext_decode(text: str) -> bytes:
-    """The octets ``text`` encodes; :class:`DSNSyntaxError` unless it is valid xtext (every
-    ``+`` followed by two upper-case hexadecimal digits, nothing outside ``!``-``~``, no
-    ``=``)."""
+    """The octets ``text`` encodes; :class:`~smtpd_trio.dsn.DSNSyntaxError` unless it is valid
+    xtext (every ``+`` followed by two upper-case hexadecimal digits, nothing outside
+    ``!``-``~``, no ``=``)."""
     if not _XTEXT.match(text):
         raise DSNSyntaxError("not valid xtext")
     if "+" not in text:
