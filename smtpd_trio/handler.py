@@ -128,7 +128,9 @@ class Session(SessionFacts, Generic[StateT]):
         """The client's host name from reverse DNS, forward-confirmed (the name's A/AAAA
         records include the client's address), with ``Config.reverse_dns``; None when that is
         off, or the name could not be found, confirmed or checked in time. Every callback
-        sees the final value."""
+        that decides (``on_connect`` to ``on_data``, ``on_vrfy``, ``on_expn``) sees the final
+        value: the server waits for the lookup, at most ``Config.reverse_dns_timeout``,
+        before calling one."""
         return self._client_name
 
     @property

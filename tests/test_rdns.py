@@ -371,3 +371,24 @@ async def test_the_system_resolver_confirms_localhost() -> None:
         await client.ehlo()
         await client.sendmail("a@example.org", ["b@example.net"], b"Subject: x\r\n\r\nhi\r\n")
     assert f"({name.rstrip('.')} [127.0.0.1])" in handler.messages[0].received_header
+
+
+async def test_a_session_cancelled_during_the_lookup_ends_cleanly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    resolver = confirmed()
+    resolver.delay = 60.0
+    server = SMTPServer(Handler(), config=rdns_config(resolver, reverse_dns_timeout=30.0))
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with trio.move_on_after(5):
+        await server.handle_connection(server_stream, peer=TEST_PEER)
+    assert server.active_connections == 0
+    # Cancelled: the session said goodbye as a hard shutdown does, and closed the stream.
+    said = b""
+    while chunk := await client_stream.receive_some():
+        said += chunk
+    assert said == (
+        b"220 mx.test ESMTP smtpd-trio ready\r\n"
+        b"421 4.3.2 Service shutting down, closing connection\r\n"
+    )
+    assert resolver.asked == [f"PTR {CLIENT}"]  # still waiting for it when cancelled
