@@ -152,7 +152,7 @@ def test_limits_keyword_through_config() -> None:
     assert "LIMITS RCPTMAX=20" in config.smtp.ehlo_reply(False).lines
 
 
-# ---- RFC 8689 Appendix A: a REQUIRETLS transaction over STARTTLS -------------------------------
+# ---- after RFC 8689 Appendix A: a REQUIRETLS transaction, and a TLS-Required: No message -----
 
 
 async def test_rfc8689_example_over_starttls() -> None:
@@ -180,7 +180,7 @@ async def test_rfc8689_example_over_starttls() -> None:
         assert (await client.command("DATA")).code == 354
         await client.send(b"Subject: Message sent with REQUIRETLS\r\n\r\nbody\r\n.\r\n")
         assert (await client.read_reply()).code == 250
-        # Appendix A.2: a message that asks for the opposite, in a TLS-Required header field.
+        # As in Appendix A.2, a message that asks for the opposite, in a TLS-Required field.
         # That is the sender's business: the header travels untouched, the envelope says no.
         assert (await client.command("MAIL FROM:<roger@example.org>")).code == 250
         assert (await client.command("RCPT TO:<editor@example.net>")).code == 250
