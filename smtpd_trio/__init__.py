@@ -8,6 +8,7 @@ on any Trio stream with :func:`run_session`; or test a handler with no sockets a
 """
 
 from ._smtp.body import BareLineEndings, NulOctets
+from ._smtp.dsn import DSNRequest, DSNReturn, Notify, OriginalRecipient, Recipient
 from ._smtp.replies import Reply
 from .config import Config
 from .errors import ConfigError, SMTPDTrioError
@@ -39,6 +40,8 @@ __all__ = [
     "BareLineEndings",
     "Config",
     "ConfigError",
+    "DSNRequest",
+    "DSNReturn",
     "Endpoint",
     "Envelope",
     "Handler",
@@ -46,7 +49,10 @@ __all__ = [
     "MessageAborted",
     "MessageHandler",
     "MessageStream",
+    "Notify",
     "NulOctets",
+    "OriginalRecipient",
+    "Recipient",
     "Reject",
     "Reply",
     "SMTPDTrioError",

@@ -526,6 +526,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="client network or address (health checkers) served without on_connect and "
         "without connection log lines; repeat for several",
     )
+    extensions = p.add_argument_group("extensions (promises the handler must keep)")
+    extensions.add_argument(
+        "--dsn",
+        action="store_true",
+        help="offer DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT reach the handler; it must "
+        "send the delivery status notifications",
+    )
+    extensions.add_argument(
+        "--requiretls",
+        action="store_true",
+        help="offer REQUIRETLS (RFC 8689) under TLS; the handler must relay such mail over "
+        "TLS only; needs --tls-cert",
+    )
+    extensions.add_argument(
+        "--reverse-dns",
+        action="store_true",
+        help="look up each client's host name (PTR, forward-confirmed) for the handler and "
+        "the Received header",
+    )
+    extensions.add_argument(
+        "--reverse-dns-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="the longest a reverse DNS lookup may take (default 2); needs --reverse-dns",
+    )
     limits = p.add_argument_group(
         "limits (safe on an open port; see docs/security.md)",
     )
@@ -756,9 +781,15 @@ def _check_combinations(args: argparse.Namespace) -> None:
         )
     if args.tls_key and not args.tls_cert:
         raise ConfigError("--tls-key needs --tls-cert")
-    for flag, on in (("--implicit-tls", args.implicit_tls), ("--require-tls", args.require_tls)):
+    for flag, on in (
+        ("--implicit-tls", args.implicit_tls),
+        ("--require-tls", args.require_tls),
+        ("--requiretls", args.requiretls),
+    ):
         if on and not args.tls_cert:
             raise ConfigError(f"{flag} needs --tls-cert")
+    if args.reverse_dns_timeout is not None and not args.reverse_dns:
+        raise ConfigError("--reverse-dns-timeout needs --reverse-dns")
     if args.auth:
         for entry in args.auth:
             user, sep, password = entry.partition(":")
@@ -783,6 +814,11 @@ def _config(args: argparse.Namespace) -> Config:
         fields["command_timeout"] = args.timeout
     if args.ignored_host:
         fields["ignored_hosts"] = args.ignored_host
+    for flag in ("dsn", "requiretls", "reverse_dns"):
+        if getattr(args, flag):
+            fields[flag] = True
+    if args.reverse_dns_timeout is not None:
+        fields["reverse_dns_timeout"] = args.reverse_dns_timeout
     for flag, field, kind, _metavar, _text in _LIMITS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:

@@ -44,6 +44,7 @@ from ._smtp.events import (
     CommandRejected,
     Connect,
     Event,
+    Expand,
     Hello,
     MailFrom,
     MessageChunk,
@@ -78,7 +79,8 @@ from .handler import (
 )
 from .limits import TOO_FAST, TOO_MANY, ClientLimiter, Refusal, RefusalLog, client_key
 from .metrics import AuthOutcome, RefusalReason
-from .trace import received_header
+from .rdns import ReverseDNS, client_ip
+from .trace import host_name, received_header
 
 if TYPE_CHECKING:
     from .proxy import ProxyInfo
@@ -222,9 +224,16 @@ class Shared:
     #: Connections at once and per minute, per client (the server's; sessions re-count a
     #: connection under the client XCLIENT names).
     limiter: ClientLimiter | None = None
+    #: Client name lookups and their cache, with ``Config.reverse_dns``.
+    reverse_dns: ReverseDNS | None = None
 
     @classmethod
     def for_config(cls, config: Config) -> Shared:
+        reverse_dns = (
+            ReverseDNS(config.resolver, timeout=config.reverse_dns_timeout)
+            if config.reverse_dns
+            else None
+        )
         return cls(
             MemoryBudget(config.max_buffered_bytes),
             RefusalLog(config.refusal_log_interval),
@@ -232,6 +241,7 @@ class Shared:
                 max_at_once=config.max_connections_per_client,
                 per_minute=config.max_connection_rate,
             ),
+            reverse_dns=reverse_dns,
         )
 
 
@@ -251,6 +261,7 @@ class SessionDriver:
         "_io_scope",
         "_progress",
         "_rate",
+        "_rdns_pending",
         "_session_end",
         "_shutting_down",
         "_stress_timeout",
@@ -292,6 +303,7 @@ class SessionDriver:
             budget=self.shared.budget,
             xclient=xclient,
             xforward=xforward,
+            expn=callbacks.on_expn is not None,
         )
         # The per-client limit key this session counts its connection under, after XCLIENT
         # (before it, the server counts the connection, unless its client may send XCLIENT).
@@ -316,6 +328,8 @@ class SessionDriver:
         )
         self._rate = config.min_data_rate
         self._handler_scope: trio.CancelScope | None = None
+        # Set while the reverse DNS lookup of the client runs (see _look_up_client).
+        self._rdns_pending: trio.Event | None = None
         # The events that need no await because the handler has no callback for them.
         self._immediate = _immediate_steps(
             connect=callbacks.on_connect is None or quiet,
@@ -324,6 +338,7 @@ class SessionDriver:
             rcpt=callbacks.on_rcpt is None,
             data=callbacks.on_data is None and callbacks.on_data_chunks is None,
             end=callbacks.on_transaction_end is None,
+            vrfy=callbacks.on_vrfy is None,
         )
         duration = config.max_session_duration
         self._session_end = math.inf if duration is None else trio.current_time() + duration
@@ -331,7 +346,42 @@ class SessionDriver:
     # ---- the loop ----------------------------------------------------------------------------
 
     async def run(self, initial_data: bytes = b"") -> None:
-        """Serve the session to its end; always closes the stream."""
+        """Serve the session to its end; always closes the stream. With reverse DNS, the
+        lookup of the client's name runs alongside (see :mod:`smtpd_trio.rdns`)."""
+        rdns = self.shared.reverse_dns
+        if rdns is None or self.quiet or client_ip(self.session.client.host) is None:
+            await self._serve(initial_data)
+            return
+        async with trio.open_nursery() as nursery:
+            self._rdns_pending = trio.Event()
+            nursery.start_soon(self._look_up_client, rdns, self._rdns_pending)
+            try:
+                await self._serve(initial_data)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _look_up_client(self, rdns: ReverseDNS, done: trio.Event) -> None:
+        """Find the client's name (bounded by the lookup's timeout) and record it."""
+        session = self.session
+        host = session.client.host
+        try:
+            name = await rdns.lookup(host)
+            if session.client.host == host:  # else XCLIENT named another client meanwhile
+                session._client_name = name
+        finally:
+            session._client_name_looked_up = True
+            done.set()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] client name: %s", session.id, session._client_name or "unknown")
+
+    async def _client_name(self) -> None:
+        """Wait for the reverse DNS lookup, if one is still running."""
+        pending = self._rdns_pending
+        if pending is not None:
+            await pending.wait()
+            self._rdns_pending = None
+
+    async def _serve(self, initial_data: bytes) -> None:
         machine = self.machine
         started = trio.current_time()
         try:
@@ -606,6 +656,8 @@ class SessionDriver:
         reply of a Reject it raised, _FAILED if it raised anything else (logged), or
         _TIMED_OUT if it ran past ``handler_timeout``."""
         self._stop_clock()
+        if self._rdns_pending is not None:
+            await self._client_name()
         with trio.move_on_after(self._handler_time()) as scope:
             try:
                 return await fn(self.session, *args)
@@ -677,6 +729,11 @@ class SessionDriver:
         session = self.session
         info = event.info
         client = session.client = forwarded_client(session.client, info)
+        if self.shared.reverse_dns is not None and not self.quiet:
+            # Our lookup was of the proxy: the name the proxy forwards takes its place.
+            self._rdns_pending = None
+            session._client_name = host_name(info.name) if isinstance(info.name, str) else None
+            session._client_name_looked_up = True
         if not self.quiet:
             log.info(
                 "[%s] XCLIENT from %s: client %s (name=%s helo=%s login=%s)",
@@ -748,12 +805,24 @@ class SessionDriver:
         if fn is None:
             self.machine.respond(None)
             return
+        if self._rdns_pending is not None:
+            self._stop_clock()
+            await self._client_name()
         trace = received_header(self.session, event.envelope)
         message = Message(event.envelope, event.content, trace)
         self._answer("on_data", await self._ask("on_data", fn, message))
 
     async def _on_verify(self, event: Verify) -> None:
-        self.machine.respond(None)
+        fn = self.callbacks.on_vrfy
+        if fn is None:
+            self.machine.respond(None)
+        else:
+            self._answer("on_vrfy", await self._ask("on_vrfy", fn, event.argument))
+
+    async def _on_expand(self, event: Expand) -> None:
+        fn = self.callbacks.on_expn
+        assert fn is not None  # the machine offers EXPN only when the handler answers it
+        self._answer("on_expn", await self._ask("on_expn", fn, event.argument))
 
     async def _on_authenticate(self, event: Authenticate) -> None:
         machine = self.machine
@@ -803,6 +872,9 @@ class SessionDriver:
         assert fn is not None  # the machine streams only when the handler does
         ends: list[Event] = []
         chunks = self._chunks(ends)
+        if self._rdns_pending is not None:
+            self._stop_clock()
+            await self._client_name()
         trace = received_header(self.session, event.envelope)
         try:
             result: object = _TIMED_OUT
@@ -1009,12 +1081,19 @@ def _note_rejected(driver: SessionDriver, event: CommandRejected) -> None:
 
 @functools.cache
 def _immediate_steps(
-    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool
+    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool, vrfy: bool
 ) -> dict[type[Event], _Immediate]:
     """For the callbacks a handler does not define (True: absent), the events the loop can
     answer at once, without creating and awaiting a coroutine."""
-    table: dict[type[Event], _Immediate] = {Verify: _accept, CommandRejected: _note_rejected}
-    absent = {Connect: connect, Hello: helo, MailFrom: mail, RcptTo: rcpt, MessageReceived: data}
+    table: dict[type[Event], _Immediate] = {CommandRejected: _note_rejected}
+    absent = {
+        Connect: connect,
+        Hello: helo,
+        MailFrom: mail,
+        RcptTo: rcpt,
+        MessageReceived: data,
+        Verify: vrfy,
+    }
     for kind, missing in absent.items():
         if missing:
             table[kind] = _accept
@@ -1032,6 +1111,7 @@ _DISPATCH: Final[dict[type[Event], _Dispatch]] = {
     MessageReceived: SessionDriver._on_message,
     MessageStart: SessionDriver._on_message_start,
     Verify: SessionDriver._on_verify,
+    Expand: SessionDriver._on_expand,
     Authenticate: SessionDriver._on_authenticate,
     StartTLS: SessionDriver._on_starttls,
     TransactionEnded: SessionDriver._on_transaction_end,

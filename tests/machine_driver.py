@@ -146,16 +146,23 @@ def smtp_settings(**options: Any) -> SMTPSettings:
 
 
 def new_run(
-    *, stream_body: bool = False, xclient: bool = False, xforward: bool = False, **options: Any
+    *,
+    stream_body: bool = False,
+    xclient: bool = False,
+    xforward: bool = False,
+    expn: bool = False,
+    **options: Any,
 ) -> Run:
     """A machine greeted with the default 220 (the banner is kept apart from the output);
-    ``xclient``/``xforward``: the client may send XCLIENT/XFORWARD."""
+    ``xclient``/``xforward``: the client may send XCLIENT/XFORWARD; ``expn``: the handler
+    answers EXPN."""
     m = SMTPMachine(
         smtp_settings(**options),
         session_id="t",
         stream_body=stream_body,
         xclient=xclient,
         xforward=xforward,
+        expn=expn,
     )
     event = m.next_event()
     assert isinstance(event, Connect), event

@@ -668,3 +668,61 @@ def test_xclient_from_the_command_line() -> None:
         status = server.stop()
     assert status == 0
     assert line.endswith("client 192.0.2.7 (name=client.test helo=None login=None)")
+
+
+# ---- the extensions: DSN, REQUIRETLS, reverse DNS ----------------------------------------------
+
+
+def test_extensions_are_off_unless_asked_for() -> None:
+    config = _config(build_parser().parse_args([]))
+    assert (config.dsn, config.requiretls, config.reverse_dns) == (False, False, False)
+    assert config.reverse_dns_timeout == 2.0
+
+
+def test_extension_flags_set_their_config_fields() -> None:
+    config = _config(
+        build_parser().parse_args(["--dsn", "--reverse-dns", "--reverse-dns-timeout", "0.5"])
+    )
+    assert config.dsn
+    assert config.reverse_dns
+    assert config.reverse_dns_timeout == 0.5
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--requiretls"], "--requiretls needs --tls-cert"),
+        (["--reverse-dns-timeout", "1"], "--reverse-dns-timeout needs --reverse-dns"),
+        (
+            ["--reverse-dns", "--reverse-dns-timeout", "0"],
+            "argument --reverse-dns-timeout: must be a positive number of seconds: '0'",
+        ),
+    ],
+)
+def test_extension_flags_that_need_another(args: list[str], line: str) -> None:
+    assert assert_one_line_error(args) == f"smtpd-trio: error: {line}"
+
+
+def test_real_run_with_dsn_and_reverse_dns(tmp_path: Path) -> None:
+    """DSN parameters pass, the EHLO says DSN and LIMITS, and the Received header names the
+    client as the system resolver finds 127.0.0.1 (or "unknown")."""
+    maildir = tmp_path / "box"
+    args = ("--handler", f"maildir:{maildir}", "--dsn", "--reverse-dns", "--max-recipients", "5")
+    with cli_server(*args) as server:
+        with server.connect() as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("dsn")
+            assert smtp.esmtp_features["limits"] == "RCPTMAX=5 MAILMAX=10000"
+            refused = smtp.sendmail(
+                "a@example.com",
+                ["b@example.org"],
+                b"Subject: dsn\r\n\r\nx\r\n",
+                mail_options=["RET=HDRS", "ENVID=QQ314159"],
+                rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;b@example.org"],
+            )
+            assert refused == {}
+        server.wait_for("accepted")
+        assert server.stop() == 0
+    (stored,) = list((maildir / "new").iterdir())
+    received = email.message_from_bytes(stored.read_bytes())["Received"]
+    assert re.search(r"from client\.example \((localhost|unknown) \[127\.0\.0\.1\]\)", received)

@@ -282,6 +282,28 @@ async def test_spool_streams_to_its_directory(handler_api: Page, tmp_path: Path)
     assert list(await trio.Path(tmp_path).iterdir()) == []
 
 
+async def test_internal_directory(handler_api: Page) -> None:
+    async def authenticator(session: Session, credentials: object) -> str | None:
+        return "alice"
+
+    config = Config(hostname="mx.test", authenticator=authenticator, auth_over_plaintext=True)
+    async with open_test_session(handler_api["InternalDirectory"](), config=config) as client:
+        await client.ehlo()
+        assert (await client.command("VRFY bob")).code == 252
+        reply = await client.command("EXPN staff")
+        assert (reply.code, reply.enhanced) == (550, "5.7.1")
+        assert (await client.auth_plain("alice", "secret")).code == 235
+        reply = await client.command("VRFY Bob")
+        assert reply.lines == ("2.1.5 Bob Smith <bob@example.org>",)
+        reply = await client.command("VRFY carol")
+        assert (reply.code, reply.enhanced) == (550, "5.1.1")
+        reply = await client.command("EXPN Staff")
+        assert reply.lines == (
+            "2.0.0 Alice <alice@example.org>",
+            "2.0.0 Bob Smith <bob@example.org>",
+        )
+
+
 # ---- docs/tls-and-auth.md --------------------------------------------------------------------
 
 

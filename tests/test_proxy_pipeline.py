@@ -56,6 +56,7 @@ EHLO_REPLY = ClientReply(
         "SMTPUTF8",
         "PIPELINING",
         "ENHANCEDSTATUSCODES",
+        "LIMITS RCPTMAX=1000 MAILMAX=10000",
         "HELP",
     ),
 )

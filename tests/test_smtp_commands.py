@@ -68,6 +68,7 @@ def test_ehlo_lists_exactly_the_extensions() -> None:
         b"250-SMTPUTF8\r\n"
         b"250-PIPELINING\r\n"
         b"250-ENHANCEDSTATUSCODES\r\n"
+        b"250-LIMITS RCPTMAX=1000 MAILMAX=10000\r\n"
         b"250 HELP\r\n"
     )
     assert run.events == [Hello("client.example", extended=True)]
@@ -76,13 +77,14 @@ def test_ehlo_lists_exactly_the_extensions() -> None:
 
 
 def test_ehlo_without_size_limit_or_smtputf8() -> None:
-    run = drive(EHLO, max_message_size=None, smtputf8=False)
+    run = drive(EHLO, max_message_size=None, smtputf8=False, max_messages=None)
     assert run.replies[0].lines == (
         "mx.example.org",
         "SIZE",
         "8BITMIME",
         "PIPELINING",
         "ENHANCEDSTATUSCODES",
+        "LIMITS RCPTMAX=1000",
         "HELP",
     )
 

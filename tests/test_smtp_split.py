@@ -1,8 +1,9 @@
 """Split invariance of the whole machine: however the client's bytes are cut into reads (whole,
 at arbitrary points, or one byte at a time), the machine hands out the same events and sends
-the same bytes. Covers commands, pipelining, AUTH exchanges, message text (whole and
-streamed), bare CR/LF, over-long command and text lines, limits and the error limit, and
-XCLIENT/XFORWARD from a client allowed them (and from one that is not).
+the same bytes. Covers commands (with and without DSN and EXPN offered), pipelining, AUTH
+exchanges, message text (whole and streamed), bare CR/LF, over-long command and text lines,
+limits and the error limit, and XCLIENT/XFORWARD from a client allowed them (and from one that
+is not).
 
 STARTTLS is left out on purpose: what the client pipelines after it in plaintext is discarded,
 and how much of it arrived before the handshake depends on the reads (by design).
@@ -56,6 +57,10 @@ FRAGMENTS = [
     b"RSET\r\n",
     b"NOOP\r\n",
     b"VRFY someone\r\n",
+    b"EXPN list\r\n",
+    b"MAIL FROM:<a@b.example> RET=HDRS ENVID=x+2By\r\n",
+    b"RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c@d.example\r\n",
+    b"RCPT TO:<c@d.example> NOTIFY=NEVER,DELAY\r\n",
     b"HELP\r\n",
     b"AUTH PLAIN " + b64(b"\0user\0right") + b"\r\n",
     b"AUTH PLAIN " + b64(b"\0user\0wrong") + b"\r\n",
@@ -158,6 +163,8 @@ def normalised(events: list[Event]) -> list[Event]:
     bare=st.sampled_from(list(BareLineEndings)),
     max_errors=st.sampled_from([3, 1000]),
     forwarding=st.booleans(),
+    dsn=st.booleans(),
+    expn=st.booleans(),
 )
 def test_the_same_events_and_bytes_however_the_input_is_cut(
     fragments: list[bytes],
@@ -166,11 +173,15 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
     bare: BareLineEndings,
     max_errors: int,
     forwarding: bool,
+    dsn: bool,
+    expn: bool,
 ) -> None:
     options: dict[str, Any] = {
         "xclient": forwarding,
         "xforward": forwarding,
         "stream_body": stream_body,
+        "dsn": dsn,
+        "expn": expn,
         "bare_line_endings": bare,
         "max_errors": max_errors,
         "max_message_size": 200,

@@ -17,6 +17,7 @@ from typing import final
 
 import attrs
 
+from .dsn import DSNRequest, Recipient
 from .replies import Reply
 from .xclient import XClientInfo, XForwardInfo
 
@@ -30,6 +31,7 @@ __all__ = [
     "DecisionEvent",
     "Envelope",
     "Event",
+    "Expand",
     "Hello",
     "MailFrom",
     "MessageChunk",
@@ -78,6 +80,28 @@ class Envelope:
         """``"7BIT"``, ``"8BITMIME"``, or None if MAIL gave no BODY parameter."""
         value = self.mail_params.get("BODY")
         return value.upper() if value else None
+
+    @property
+    def require_tls(self) -> bool:
+        """True if MAIL carried REQUIRETLS (RFC 8689): the message must only travel on over
+        TLS to servers that offer REQUIRETLS, or be returned."""
+        return "REQUIRETLS" in self.mail_params
+
+    @property
+    def dsn(self) -> DSNRequest:
+        """MAIL's DSN parameters (RFC 3461), parsed: ``ret`` and ``envid`` (None when not
+        given). Computed on each access."""
+        return DSNRequest.from_params(self.mail_params)
+
+    @property
+    def recipients(self) -> tuple[Recipient, ...]:
+        """The accepted recipients with their parameters, and their DSN parameters parsed
+        (``notify``, ``orcpt``). Computed on each access: keep it in a variable."""
+        params = self.rcpt_params
+        return tuple(
+            Recipient.from_params(address, params[i] if i < len(params) else {})
+            for i, address in enumerate(self.rcpt_tos)
+        )
 
 
 class TransactionOutcome(enum.Enum):
@@ -160,6 +184,15 @@ class MessageEnd:
 @attrs.frozen
 class Verify:
     """*Decision*: VRFY with an argument (the default answer is 252)."""
+
+    argument: str
+
+
+@final
+@attrs.frozen
+class Expand:
+    """*Decision*: EXPN with an argument, when the handler answers EXPN (otherwise EXPN is
+    answered 502 by the machine). The default answer is 252."""
 
     argument: str
 
@@ -298,6 +331,7 @@ DecisionEvent = (
     | MessageReceived
     | MessageEnd
     | Verify
+    | Expand
     | Authenticate
     | XClient
 )

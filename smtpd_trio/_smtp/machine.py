@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final, final
 
@@ -61,6 +62,7 @@ import attrs
 from . import replies
 from .body import BodyProblem, BodyReader, BodyResult, MemoryBudget
 from .commands import CommandSyntaxError, parse_helo_name, parse_path_and_params, split_verb
+from .dsn import DSNSyntaxError, parse_envid, parse_notify, parse_orcpt, parse_ret
 from .events import (
     NEED_DATA,
     Authenticate,
@@ -71,6 +73,7 @@ from .events import (
     DecisionEvent,
     Envelope,
     Event,
+    Expand,
     Hello,
     MailFrom,
     MessageChunk,
@@ -146,9 +149,7 @@ _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
 
 # Recognised commands this server does not offer: 502. (STARTTLS and AUTH when not configured
 # are answered 502 by their own handlers.)
-_NOT_IMPLEMENTED: Final = frozenset(
-    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "BDAT"}
-)
+_NOT_IMPLEMENTED: Final = frozenset({"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "BDAT"})
 
 #: RFC 4954 §4: a SASL response line may be up to 12288 octets.
 MAX_AUTH_LINE: Final = 12288
@@ -158,6 +159,11 @@ _HELP: Final = Reply(
     214,
     "2.0.0",
     "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+)
+_HELP_EXPN: Final = Reply(
+    214,
+    "2.0.0",
+    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP",
 )
 
 # How each decision may be answered: the positive codes allowed, the enhanced code given to a
@@ -170,7 +176,9 @@ _ANSWERS: Final[dict[type[DecisionEvent], tuple[frozenset[int], str | None, str 
     RcptTo: (frozenset({250, 251}), "2.1.5", "1.0"),
     MessageReceived: (frozenset({250}), "2.0.0", "0.0"),
     MessageEnd: (frozenset({250}), "2.0.0", "0.0"),
-    Verify: (frozenset({250, 251, 252}), "2.0.0", "0.0"),
+    # RFC 5321 §4.3.2: VRFY 250, 251, 252; EXPN 250 (a multi-line list), 252.
+    Verify: (frozenset({250, 251, 252}), "2.0.0", "1.0"),
+    Expand: (frozenset({250, 252}), "2.0.0", "1.0"),
     Authenticate: (frozenset(), None, "7.0"),
     XClient: (frozenset({220}), None, None),
 }
@@ -183,6 +191,7 @@ _WHAT: Final[dict[type[DecisionEvent], str]] = {
     MessageReceived: "a message",
     MessageEnd: "a message",
     Verify: "VRFY",
+    Expand: "EXPN",
     Authenticate: "AUTH",
     XClient: "XCLIENT",
 }
@@ -216,6 +225,20 @@ def _excerpt(line: bytes) -> str:
 
 _Verb = Callable[["SMTPMachine", "str | None", bytes], "Event | None"]
 
+# MAIL's DSN parameters (RFC 3461 §4.3, §4.4) and their parsers; RCPT's are in _rcpt_params.
+_DSN_MAIL: Final[dict[str, Callable[[str | None], object]]] = {
+    "RET": parse_ret,
+    "ENVID": parse_envid,
+}
+
+
+def _check_dsn(parse: Callable[[str | None], object], value: str | None) -> None:
+    """Validate a DSN parameter: a malformed value is 501 5.5.4 with the parser's text."""
+    try:
+        parse(value)
+    except DSNSyntaxError as exc:
+        raise CommandSyntaxError(replies.syntax_error(str(exc))) from None
+
 
 @final
 class SMTPMachine:
@@ -234,6 +257,7 @@ class SMTPMachine:
         "_discarding",
         "_ended",
         "_exchange",
+        "_expn_offered",
         "_junk",
         "_out",
         "_peer_closed",
@@ -266,6 +290,7 @@ class SMTPMachine:
         budget: MemoryBudget | None = None,
         xclient: bool = False,
         xforward: bool = False,
+        expn: bool = False,
     ) -> None:
         self.settings = settings
         #: The session's facts (HELO name, TLS, identity): written here and nowhere else.
@@ -273,6 +298,8 @@ class SMTPMachine:
         #: Hand out message text in chunks as it arrives (MessageStart, MessageChunk,
         #: MessageEnd) instead of one MessageReceived at the end.
         self.stream_body = stream_body
+        # EXPN is a decision (Expand) for a handler that answers it; otherwise it is 502.
+        self._expn_offered = expn
         #: The server is nearly full (the I/O layer says so): like Postfix under stress, one
         #: protocol error or one junk command (NOOP, RSET, VRFY, HELP) too many ends the
         #: session.
@@ -570,6 +597,13 @@ class SMTPMachine:
                 if value is not None:
                     raise CommandSyntaxError(replies.syntax_error("SMTPUTF8 takes no value"))
                 smtputf8 = True
+            elif key in _DSN_MAIL and settings.dsn:
+                _check_dsn(_DSN_MAIL[key], value)
+            elif key == "REQUIRETLS" and settings.requiretls:
+                if value is not None:
+                    raise CommandSyntaxError(replies.syntax_error("REQUIRETLS takes no value"))
+                if not self.tls_active:
+                    return self._error(replies.TLS_REQUIRED, raw)
             else:
                 raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
         if not smtputf8 and not address.isascii():
@@ -587,12 +621,24 @@ class SMTPMachine:
             bad_address=replies.BAD_RECIPIENT_ADDRESS,
         )
         if params:
-            raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
+            self._rcpt_params(params, envelope.smtputf8)
         if not address.isascii() and not envelope.smtputf8:
             return self._refused(replies.NON_ASCII_ADDRESS, raw)
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return self._refused(replies.TOO_MANY_RECIPIENTS, raw)
         return self._decide(RcptTo(envelope, address, params))
+
+    def _rcpt_params(self, params: Mapping[str, str | None], smtputf8: bool) -> None:
+        """RCPT's parameters: with DSN offered, NOTIFY and ORCPT (RFC 3461; ``utf-8`` ORCPT
+        addresses, RFC 6533, in SMTPUTF8 transactions); nothing else."""
+        dsn = self.settings.dsn
+        for key, value in params.items():
+            if key == "NOTIFY" and dsn:
+                _check_dsn(parse_notify, value)
+            elif key == "ORCPT" and dsn:
+                _check_dsn(functools.partial(parse_orcpt, utf8=smtputf8), value)
+            else:
+                raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
 
     def _refused(self, reply: Reply, raw: bytes) -> Event:
         """A limit or policy refusal of MAIL/RCPT (552, 452, 553): answered and reported, but
@@ -648,7 +694,7 @@ class SMTPMachine:
     def _help(self, arg: str | None, raw: bytes) -> Event | None:
         junk = self._junk_limit_reached(raw)
         if junk is None:
-            self._reply(_HELP)
+            self._reply(_HELP_EXPN if self._expn_offered else _HELP)
         return junk
 
     def _quit(self, arg: str | None, raw: bytes) -> Event | None:
@@ -662,6 +708,13 @@ class SMTPMachine:
         if arg is None:
             return self._error(replies.syntax_error("VRFY requires an argument"), raw)
         return self._junk_limit_reached(raw) or self._decide(Verify(arg))
+
+    def _expn(self, arg: str | None, raw: bytes) -> Event:
+        if not self._expn_offered:
+            return self._error(replies.NOT_IMPLEMENTED, raw)
+        if arg is None:
+            return self._error(replies.syntax_error("EXPN requires an argument"), raw)
+        return self._junk_limit_reached(raw) or self._decide(Expand(arg))
 
     # ---- STARTTLS (RFC 3207) ---------------------------------------------------------------
 
@@ -1033,6 +1086,9 @@ class SMTPMachine:
     def _answer_verify(self, event: DecisionEvent, reply: Reply | None) -> None:
         self._reply(reply or replies.VRFY_CANNOT)
 
+    def _answer_expand(self, event: DecisionEvent, reply: Reply | None) -> None:
+        self._reply(reply or replies.EXPN_CANNOT)
+
     def _answer_auth(self, event: DecisionEvent, reply: Reply | None) -> None:
         assert reply is not None  # _checked lets only refusals through
         self._exchange = None
@@ -1056,6 +1112,7 @@ _VERBS: Final[dict[str, _Verb]] = {
     "NOOP": SMTPMachine._noop,
     "QUIT": SMTPMachine._quit,
     "VRFY": SMTPMachine._vrfy,
+    "EXPN": SMTPMachine._expn,
     "HELP": SMTPMachine._help,
     "STARTTLS": SMTPMachine._starttls,
     "AUTH": SMTPMachine._auth,
@@ -1074,6 +1131,7 @@ _RESPONDERS: Final[
     MessageReceived: SMTPMachine._answer_message,
     MessageEnd: SMTPMachine._answer_message,
     Verify: SMTPMachine._answer_verify,
+    Expand: SMTPMachine._answer_expand,
     Authenticate: SMTPMachine._answer_auth,
     XClient: SMTPMachine._answer_xclient,
 }

@@ -101,6 +101,9 @@ START_DATA: Final = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 VRFY_CANNOT: Final = Reply(
     252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
 )
+EXPN_CANNOT: Final = Reply(
+    252, "2.5.0", "Cannot EXPN list, but will accept message and attempt delivery"
+)
 
 SERVICE_CLOSING_TIMEOUT: Final = Reply(421, "4.4.2", "Timeout, closing connection")
 SERVICE_SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down, closing connection")

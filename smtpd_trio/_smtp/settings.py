@@ -23,6 +23,13 @@ __all__ = ["DEFAULT_MAX_COMMAND_LINE", "SMTPSettings"]
 #: BODY=8BITMIME (RFC 6152, 14) and SMTPUTF8 (RFC 6531, 10).
 DEFAULT_MAX_COMMAND_LINE: Final = 512 + 26 + 14 + 10
 
+#: What the DSN parameters (RFC 3461) add to a command line: on RCPT, `` NOTIFY=`` and the
+#: longest list (29) and `` ORCPT=`` with its 500 characters (506); more than MAIL's
+#: `` RET=HDRS ENVID=`` with 100 characters (116).
+DSN_COMMAND_LINE: Final = 29 + 506
+#: `` REQUIRETLS`` (RFC 8689) on MAIL.
+REQUIRETLS_COMMAND_LINE: Final = 11
+
 
 def _mechanisms(value: Iterable[Mechanism]) -> tuple[Mechanism, ...]:
     return tuple(value)
@@ -50,7 +57,7 @@ class SMTPSettings:
     max_messages: int | None = 10_000
     #: Command lines per session; None: no cap.
     max_commands: int | None = 100_000
-    #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
+    #: NOOP, RSET, VRFY, EXPN and HELP commands per session (Postfix's smtpd_junk_command_limit);
     #: None: no cap.
     max_junk_commands: int | None = 100
     smtputf8: bool = True
@@ -62,6 +69,10 @@ class SMTPSettings:
     auth_over_plaintext: bool = False
     auth_required: bool = False
     max_auth_failures: int = 3
+    #: DSN (RFC 3461) is offered: RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT.
+    dsn: bool = False
+    #: REQUIRETLS (RFC 8689) is offered under TLS.
+    requiretls: bool = False
 
     # Derived once from the fields above.
     mechanisms: Mapping[str, Mechanism] = attrs.field(init=False, repr=False, eq=False)
@@ -117,12 +128,25 @@ class SMTPSettings:
             keywords.append("STARTTLS")
         if self.auth_offered(tls_active):
             keywords.append("AUTH " + " ".join(m.name.upper() for m in self.auth_mechanisms))
+        if self.dsn:
+            keywords.append("DSN")
+        if self.requiretls and tls_active:
+            keywords.append("REQUIRETLS")
+        keywords.append(self.limits_keyword())
         if xclient:
             keywords.append(" ".join(("XCLIENT", *XCLIENT_ATTRIBUTES)))
         if xforward:
             keywords.append(" ".join(("XFORWARD", *XFORWARD_ATTRIBUTES)))
         keywords.append("HELP")
         return keywords
+
+    def limits_keyword(self) -> str:
+        """LIMITS (RFC 9422) with the limits in force: recipients per transaction, and mail
+        transactions per session unless that is not capped."""
+        limits = f"LIMITS RCPTMAX={self.max_recipients}"
+        if self.max_messages is not None:
+            limits += f" MAILMAX={self.max_messages}"
+        return limits
 
     def ehlo_reply(
         self, tls_active: bool, *, xclient: bool = False, xforward: bool = False
