@@ -22,11 +22,6 @@ PASSWORD = "cli-Pa55word"
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def pem_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A combined key+chain PEM, the chain and the key apart, and something that is no PEM."""
     root = tmp_path_factory.mktemp("pem")
@@ -53,13 +48,6 @@ def pem_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[
         )
     )
     return files
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def test_tls_key_without_cert(pem_files: dict[str, Path]) -> None:

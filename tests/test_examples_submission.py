@@ -36,11 +36,6 @@ def submission() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def pem(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("submission-pem")
     cert = ca.issue_cert("mx.test", "127.0.0.1")
@@ -48,13 +43,6 @@ def pem(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     cert.cert_chain_pems[0].write_to_path(str(chain))
     cert.private_key_pem.write_to_path(str(key))
     return chain, key
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 @pytest.fixture(scope="module")
