@@ -44,6 +44,7 @@ def typecheck(session: nox.Session) -> None:
         "bench/soak.py",
         "bench/serverproc.py",
         "bench/metrics_cost.py",
+        "bench/thread_startstop.py",
     )
 
 

@@ -6,19 +6,17 @@ Run it, then send it a message from another terminal::
     swaks --server 127.0.0.1:8025 --from a@example.com --to b@example.org
 
 The port also comes from the SMTP_PORT environment variable (default 8025); the server listens
-on 127.0.0.1 only. Stop it with Ctrl-C.
+on 127.0.0.1 only. Stop it with Ctrl-C (or SIGTERM): open transactions may finish, then it
+exits quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import os
 
-import trio
-
-from smtpd_trio import Handler, Message, Reply, Session, serve_smtp
+import smtpd_trio
+from smtpd_trio import Handler, Message, Reply, Session
 
 
 class PrintingHandler(Handler):
@@ -37,9 +35,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("SMTP_PORT", "8025")))
     args = parser.parse_args()
     print(f"Listening on 127.0.0.1:{args.port}")
-    # Ctrl-C cancels the server; exit quietly rather than with a traceback.
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(functools.partial(serve_smtp, PrintingHandler(), host="127.0.0.1", port=args.port))
+    # Serves until Ctrl-C or SIGTERM, shuts down gracefully, and returns.
+    smtpd_trio.run(PrintingHandler(), host="127.0.0.1", port=args.port)
 
 
 if __name__ == "__main__":

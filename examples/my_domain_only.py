@@ -16,15 +16,12 @@ Each option can also come from the environment: MY_DOMAIN, MAILDIR, SMTP_PORT.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import trio
-
-from smtpd_trio import Config, Envelope, Handler, Message, Reject, Reply, Session, serve_smtp
+import smtpd_trio
+from smtpd_trio import Config, Envelope, Handler, Message, Reject, Reply, Session
 from smtpd_trio.handlers import Maildir
 
 
@@ -72,11 +69,8 @@ def main() -> None:
     handler = MyDomainOnly(args.domain, args.maildir)
     config = Config(hostname=args.hostname) if args.hostname else Config()
     print(f"Accepting mail for {handler.domain} on 127.0.0.1:{args.port}, into {args.maildir}")
-    # Ctrl-C cancels the server; exit quietly rather than with a traceback.
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(
-            functools.partial(serve_smtp, handler, host="127.0.0.1", port=args.port, config=config)
-        )
+    # Serves until Ctrl-C or SIGTERM, shuts down gracefully, and returns.
+    smtpd_trio.run(handler, host="127.0.0.1", port=args.port, config=config)
 
 
 if __name__ == "__main__":

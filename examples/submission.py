@@ -28,16 +28,27 @@ import hashlib
 import hmac
 import os
 import secrets
+import signal
 import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from pathlib import Path
 
 import attrs
 import trio
 
-from smtpd_trio import Config, Handler, Message, Reject, Reply, Session, serve_smtp
+from smtpd_trio import (
+    Config,
+    Handler,
+    Message,
+    Reject,
+    Reply,
+    Session,
+    SMTPServer,
+    listener_port,
+    open_smtp_listeners,
+)
 from smtpd_trio.auth import LoginCredentials
 from smtpd_trio.handlers import Maildir
 
@@ -156,17 +167,43 @@ async def serve(
     host: str = "127.0.0.1",
     submission_port: int = 587,
     submissions_port: int = 465,
+    stop_on_signals: bool = False,
     task_status: trio.TaskStatus[tuple[int, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve both ports until cancelled; ``task_status`` gets the two ports actually bound."""
-    async with trio.open_nursery() as nursery:
-        ports: list[int] = []
-        for port, config in ((submission_port, submission), (submissions_port, submissions)):
-            listeners = await nursery.start(
-                partial(serve_smtp, handler, host=host, port=port, config=config)
-            )
-            ports.append(listeners[0].socket.getsockname()[1])
-        task_status.started((ports[0], ports[1]))
+    """Serve both ports until cancelled; ``task_status`` gets the two ports actually bound.
+
+    With ``stop_on_signals`` (main thread only), the first SIGINT or SIGTERM shuts both
+    servers down gracefully (idle clients are told 421 at once, a message being sent may
+    finish) and this returns; a second one stops at once."""
+    servers = [SMTPServer(handler, config=submission), SMTPServer(handler, config=submissions)]
+    with contextlib.ExitStack() as stack:
+        async with trio.open_nursery() as watcher:
+            if stop_on_signals:
+                signals = stack.enter_context(
+                    trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+                )
+                watcher.start_soon(_stop_on_signals, signals, servers, watcher.cancel_scope)
+            async with trio.open_nursery() as nursery:
+                ports: list[int] = []
+                for server, port in zip(servers, (submission_port, submissions_port), strict=True):
+                    listeners = await open_smtp_listeners(port, host=host)
+                    await nursery.start(server.serve, listeners)
+                    ports.append(listener_port(listeners[0]))
+                task_status.started((ports[0], ports[1]))
+            watcher.cancel_scope.cancel()  # both servers are done: stop watching
+
+
+async def _stop_on_signals(
+    signals: AsyncIterator[int], servers: list[SMTPServer], everything: trio.CancelScope
+) -> None:
+    async for signum in signals:
+        if servers[0].shutting_down:
+            print(f"second {signal.Signals(signum).name}: stopping now", file=sys.stderr)
+            everything.cancel()
+            return
+        print(f"{signal.Signals(signum).name}: shutting down", file=sys.stderr)
+        for server in servers:
+            server.shutdown()
 
 
 def main() -> None:
@@ -201,22 +238,28 @@ def main() -> None:
     except (OSError, ssl.SSLError, ValueError) as exc:
         parser.error(str(exc))
     submission, submissions = configs(context, authenticator, args.hostname)
-    print(
-        f"Submission on {args.host}:{args.submission_port} (STARTTLS) and "
-        f"{args.host}:{args.submissions_port} (implicit TLS), into {args.maildir}"
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(
-            partial(
-                serve,
-                Submission(args.maildir),
-                submission,
-                submissions,
-                host=args.host,
-                submission_port=args.submission_port,
-                submissions_port=args.submissions_port,
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(
+                partial(
+                    serve,
+                    Submission(args.maildir),
+                    submission,
+                    submissions,
+                    host=args.host,
+                    submission_port=args.submission_port,
+                    submissions_port=args.submissions_port,
+                    stop_on_signals=True,
+                )
             )
-        )
+            print(
+                f"Submission on {args.host}:{ports[0]} (STARTTLS) and "
+                f"{args.host}:{ports[1]} (implicit TLS), into {args.maildir}",
+                flush=True,
+            )
+
+    trio.run(run)
 
 
 if __name__ == "__main__":

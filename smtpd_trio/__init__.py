@@ -1,11 +1,14 @@
 """smtpd-trio: an SMTP server framework for Trio.
 
-Write a handler with a few async methods, then ``trio.run(serve_smtp, handler)``; or serve one
-session on any Trio stream with :func:`run_session`; or test a handler with no sockets at all
-using :mod:`smtpd_trio.testing`. See docs/ for the guides.
+Write a handler with a few async methods, then ``smtpd_trio.run(handler)`` (serves until
+Ctrl-C or SIGTERM, then shuts down gracefully), ``await serve_smtp(handler)`` in a Trio
+program, or ``with ServerThread(handler) as server:`` from synchronous code; serve one session
+on any Trio stream with :func:`run_session`; or test a handler with no sockets at all using
+:mod:`smtpd_trio.testing`. See docs/ for the guides.
 """
 
 from ._smtp.body import BareLineEndings, NulOctets
+from ._smtp.dsn import DSNRequest, DSNReturn, Notify, OriginalRecipient, Recipient
 from ._smtp.replies import Reply
 from .config import Config
 from .errors import ConfigError, SMTPDTrioError
@@ -20,8 +23,12 @@ from .handler import (
     Session,
     TLSInfo,
     TransactionOutcome,
+    Unavailable,
+    XClientInfo,
+    XForwardInfo,
 )
 from .handlers.message import MessageHandler
+from .runner import run
 from .server import (
     LMTP_PORT,
     SMTPServer,
@@ -33,6 +40,7 @@ from .server import (
     serve_smtp,
 )
 from .session import run_session
+from .thread import ServerThread
 from .trace import received_header
 
 __version__ = "0.1.0.dev0"
@@ -42,6 +50,8 @@ __all__ = [
     "BareLineEndings",
     "Config",
     "ConfigError",
+    "DSNRequest",
+    "DSNReturn",
     "Endpoint",
     "Envelope",
     "Handler",
@@ -49,20 +59,28 @@ __all__ = [
     "MessageAborted",
     "MessageHandler",
     "MessageStream",
+    "Notify",
     "NulOctets",
+    "OriginalRecipient",
+    "Recipient",
     "Reject",
     "Reply",
     "SMTPDTrioError",
     "SMTPServer",
+    "ServerThread",
     "Session",
     "TLSInfo",
     "TransactionOutcome",
+    "Unavailable",
     "UnixSocketListener",
+    "XClientInfo",
+    "XForwardInfo",
     "__version__",
     "listener_port",
     "open_smtp_listeners",
     "open_unix_listener",
     "received_header",
+    "run",
     "run_session",
     "serve_lmtp",
     "serve_smtp",

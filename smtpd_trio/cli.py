@@ -43,6 +43,7 @@ from .config import Config
 from .errors import ConfigError
 from .handler import Handler
 from .handlers import BUILT_IN, from_spec
+from .runner import serve_until_signalled
 from .server import (
     LMTP_PORT,
     UNIX_SOCKET_MODE,
@@ -439,8 +440,7 @@ def _network(text: str) -> str:
     """A CIDR network or one address, checked by the rules of TrustedNetworks."""
     if text.strip().lower() == "unix":
         raise argparse.ArgumentTypeError(
-            "'unix' is not an address or network (UNIX-socket clients are never limited or "
-            "ignored by address)"
+            "'unix' is not an address or network (it is for --trusted-proxy, with --unix)"
         )
     return _trusted_network(text)
 
@@ -587,6 +587,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="client network or address (health checkers) served without on_connect and "
         "without connection log lines; repeat for several",
     )
+    extensions = p.add_argument_group("extensions (promises the handler must keep)")
+    extensions.add_argument(
+        "--dsn",
+        action="store_true",
+        help="offer DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT reach the handler; it must "
+        "send the delivery status notifications",
+    )
+    extensions.add_argument(
+        "--requiretls",
+        action="store_true",
+        help="offer REQUIRETLS (RFC 8689) under TLS; the handler must relay such mail over "
+        "TLS only; needs --tls-cert",
+    )
+    extensions.add_argument(
+        "--reverse-dns",
+        action="store_true",
+        help="look up each client's host name (PTR, forward-confirmed) for the handler and "
+        "the Received header",
+    )
+    extensions.add_argument(
+        "--reverse-dns-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="the longest a reverse DNS lookup may take (default 2); needs --reverse-dns",
+    )
     limits = p.add_argument_group(
         "limits (safe on an open port; see docs/security.md)",
     )
@@ -621,6 +646,25 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["refuse", "direct"],
         help="peers outside --trusted-proxy: refuse them (default) or serve them as direct "
         "clients, never believing a header",
+    )
+    forwarding = p.add_argument_group(
+        "XCLIENT and XFORWARD (behind a mail proxy such as nginx, or a content filter)"
+    )
+    forwarding.add_argument(
+        "--xclient",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="a network or address (your mail proxy) that may send XCLIENT to name the client "
+        "it speaks for; repeat for several",
+    )
+    forwarding.add_argument(
+        "--xforward",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="a network or address (your content filter) that may send XFORWARD: where the "
+        "next message came from; repeat for several",
     )
     tls = p.add_argument_group("TLS and AUTH")
     tls.add_argument("--tls-cert", metavar="PEM", help="certificate chain; enables STARTTLS")
@@ -808,9 +852,15 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise ConfigError("--lmtp cannot use port 25: LMTP must not be served there (RFC 2033)")
     if args.tls_key and not args.tls_cert:
         raise ConfigError("--tls-key needs --tls-cert")
-    for flag, on in (("--implicit-tls", args.implicit_tls), ("--require-tls", args.require_tls)):
+    for flag, on in (
+        ("--implicit-tls", args.implicit_tls),
+        ("--require-tls", args.require_tls),
+        ("--requiretls", args.requiretls),
+    ):
         if on and not args.tls_cert:
             raise ConfigError(f"{flag} needs --tls-cert")
+    if args.reverse_dns_timeout is not None and not args.reverse_dns:
+        raise ConfigError("--reverse-dns-timeout needs --reverse-dns")
     if args.auth:
         for entry in args.auth:
             user, sep, password = entry.partition(":")
@@ -835,6 +885,11 @@ def _config(args: argparse.Namespace) -> Config:
         fields["command_timeout"] = args.timeout
     if args.ignored_host:
         fields["ignored_hosts"] = args.ignored_host
+    for flag in ("dsn", "requiretls", "reverse_dns"):
+        if getattr(args, flag):
+            fields[flag] = True
+    if args.reverse_dns_timeout is not None:
+        fields["reverse_dns_timeout"] = args.reverse_dns_timeout
     for flag, field, kind, _metavar, _text in _LIMITS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -852,6 +907,10 @@ def _config(args: argparse.Namespace) -> Config:
         fields["proxy_timeout"] = args.proxy_timeout
     if args.untrusted_proxy_peers is not None:
         fields["untrusted_proxy_peers"] = args.untrusted_proxy_peers
+    if args.xclient:
+        fields["xclient_hosts"] = args.xclient
+    if args.xforward:
+        fields["xforward_hosts"] = args.xforward
     if args.tls_cert:
         fields["tls_context"] = _tls_context(args.tls_cert, args.tls_key)
     if args.implicit_tls:
@@ -1040,43 +1099,37 @@ async def _run(
     flush_logs: Callable[[], None],
     metrics: _MetricsEndpoint | None = None,
 ) -> None:
-    # Catch the signals before announcing "listening on": a SIGTERM sent as soon as that line
-    # appears must start a graceful shutdown, not kill the process with the default action.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    web: list[trio.SocketListener] = []
+
+    async def open_listeners() -> list[trio.SocketListener | UnixSocketListener]:
         listeners = await _open_listeners(where)
-        web: list[trio.SocketListener] = []
         if metrics is not None:
             try:
-                web = await _open_metrics_listeners(metrics.host, metrics.port)
+                web.extend(await _open_metrics_listeners(metrics.host, metrics.port))
             except BaseException:
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
                 raise
+        return listeners
+
+    def listening(listeners: Sequence[trio.SocketListener | UnixSocketListener]) -> None:
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
         for listener in web:
             address = endpoint_of(listener.socket.getsockname())
             log.info("serving metrics on http://%s/metrics", address)
         flush_logs()  # supervisors and tests wait for this line: no batching delay
-        async with trio.open_nursery() as nursery:
-            if metrics is not None:
-                # It stops with the server: serve() returning cancels this nursery.
-                nursery.start_soon(metrics.serve, web)
 
-            async def watch_signals() -> None:
-                async for signum in signals:
-                    if server.shutting_down:
-                        log.warning("second %s: stopping now", signal.Signals(signum).name)
-                        nursery.cancel_scope.cancel()
-                        return
-                    log.info("%s received: graceful shutdown", signal.Signals(signum).name)
-                    server.shutdown()
-
-            nursery.start_soon(watch_signals)
-            await server.serve(listeners)
-            # serve() returns once a graceful shutdown is complete: stop watching signals.
-            nursery.cancel_scope.cancel()
-        log.info("stopped")
+    # The signals are caught before "listening on" is logged: a SIGTERM sent as soon as that
+    # line appears starts a graceful shutdown, and a second one stops at once. The metrics
+    # endpoint is served beside the server and stops with it.
+    await serve_until_signalled(
+        server,
+        open_listeners,
+        on_listening=listening,
+        beside=[] if metrics is None else [functools.partial(metrics.serve, web)],
+    )
+    log.info("stopped")
 
 
 def _with_metrics(config: Config, host: str, port: int) -> tuple[Config, _MetricsEndpoint]:

@@ -7,16 +7,24 @@ import math
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
 from ._smtp.body import BareLineEndings, NulOctets
-from ._smtp.settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
+from ._smtp.settings import (
+    DEFAULT_MAX_COMMAND_LINE,
+    DSN_COMMAND_LINE,
+    REQUIRETLS_COMMAND_LINE,
+    SMTPSettings,
+)
 from .auth import Authenticator, Login, Mechanism, Plain
 from .errors import ConfigError
 from .metrics import NO_OBSERVER, Observer
 from .trust import TrustedNetworks, TrustEntry
+
+if TYPE_CHECKING:
+    from .rdns import Resolver
 
 __all__ = ["BareLineEndings", "Config", "NulOctets", "UntrustedPeers"]
 
@@ -137,6 +145,17 @@ def _observer(instance: object, attribute: attrs.Attribute[Any], value: object) 
         )
 
 
+def _resolver(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    for method in ("reverse", "forward"):
+        if not callable(getattr(value, method, None)):
+            raise ConfigError(
+                f"resolver must have async methods reverse(address) and forward(name) "
+                f"(smtpd_trio.rdns.Resolver), not {value!r}"
+            )
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -161,7 +180,8 @@ class Config:
     max_message_size: int | None = attrs.field(default=10_240_000, validator=_positive_int_or_none)
     #: Recipients per transaction (RFC 5321 asks for at least 100); more get 452.
     max_recipients: int = attrs.field(default=1000, validator=_recipients)
-    #: Longest command line in octets with CRLF: 512 plus the extensions' allowances.
+    #: Longest command line in octets with CRLF: 512 plus the extensions' allowances (DSN and
+    #: REQUIRETLS, when on, add theirs to this).
     max_command_line: int = attrs.field(default=DEFAULT_MAX_COMMAND_LINE, validator=_command_line)
     #: Longest line of message text with CRLF (RFC 5321: 1000); None disables the check.
     max_line_length: int | None = attrs.field(default=1000, validator=_positive_int_or_none)
@@ -188,6 +208,22 @@ class Config:
     #: Speak LMTP (RFC 2033) instead of SMTP: LHLO instead of HELO/EHLO, and after a message
     #: one reply per recipient, which ``on_data`` may decide one by one. Never on port 25.
     lmtp: bool = False
+    #: Offer DSN (RFC 3461): RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT, parsed into
+    #: ``envelope.dsn`` and ``envelope.recipients``. Off by default: advertising DSN promises
+    #: that the handler sends the reports (and honours NOTIFY=NEVER), which only it can do.
+    #: With it, command lines may be longer by what the parameters need.
+    dsn: bool = False
+    #: Offer REQUIRETLS (RFC 8689) to clients under TLS: ``envelope.require_tls``. Off by
+    #: default: it promises that the handler relays such messages only over verified TLS to
+    #: servers that offer REQUIRETLS, or returns them. Needs a ``tls_context``.
+    requiretls: bool = False
+    #: Look up each client's host name (PTR, forward-confirmed) for ``session.client_name``
+    #: and the ``Received:`` header, as Postfix does (see :mod:`smtpd_trio.rdns`).
+    reverse_dns: bool = False
+    #: The longest a reverse DNS lookup may take; then the client is "unknown".
+    reverse_dns_timeout: float = attrs.field(default=2.0, validator=_positive_seconds)
+    #: The resolver for reverse DNS (:class:`smtpd_trio.rdns.Resolver`); None: the system's.
+    resolver: Resolver | None = attrs.field(default=None, validator=_resolver)
 
     # Safe on an open port (see docs/security.md)
     #: Connections at once from one client (the real client behind a trusted proxy; IPv6
@@ -207,7 +243,7 @@ class Config:
     max_commands_per_session: int | None = attrs.field(
         default=100_000, validator=_positive_int_or_none
     )
-    #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
+    #: NOOP, RSET, VRFY, EXPN and HELP commands per session (Postfix's smtpd_junk_command_limit);
     #: the next one gets 421 4.7.0 and the session ends. Under stress the limit is 1.
     max_junk_commands: int | None = attrs.field(default=100, validator=_positive_int_or_none)
     #: The slowest message upload tolerated, in octets per second (Postfix's
@@ -254,6 +290,17 @@ class Config:
     #: and the per-connection log lines.
     ignored_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
 
+    # XCLIENT and XFORWARD (see docs/load-balancers.md)
+    #: The clients that may send XCLIENT (Postfix's smtpd_authorized_xclient_hosts): a mail
+    #: proxy such as nginx in front of this server. XCLIENT replaces who the client is, so list
+    #: only your proxies. Compared with the connection's client as accepted: the peer, or the
+    #: address a trusted PROXY header names. Others get ``550 5.7.0``.
+    xclient_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
+    #: The clients that may send XFORWARD (Postfix's smtpd_authorized_xforward_hosts), such
+    #: as a content filter passing on mail: its facts about where a message came from go on
+    #: the transaction's Envelope. Compared like ``xclient_hosts``.
+    xforward_hosts: TrustedNetworks = attrs.field(factory=TrustedNetworks, converter=_networks)
+
     # TLS and AUTH (see docs/tls-and-auth.md)
     #: The server-side TLS context (certificate and key loaded). With it, STARTTLS is offered.
     tls_context: ssl.SSLContext | None = None
@@ -294,6 +341,8 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if (self.implicit_tls or self.require_tls) and self.tls_context is None:
             raise ConfigError("implicit_tls and require_tls need a tls_context")
+        if self.requiretls and self.tls_context is None:
+            raise ConfigError("requiretls needs a tls_context (REQUIRETLS is offered under TLS)")
         if self.auth_required and self.authenticator is None:
             raise ConfigError("auth_required needs an authenticator")
         if self.max_message_size is None and self.max_line_length is None:
@@ -315,7 +364,9 @@ class Config:
             banner=_LMTP_BANNER if self.lmtp and self.banner == _SMTP_BANNER else self.banner,
             max_message_size=self.max_message_size,
             max_recipients=self.max_recipients,
-            max_command_line=self.max_command_line,
+            max_command_line=self.max_command_line
+            + (DSN_COMMAND_LINE if self.dsn else 0)
+            + (REQUIRETLS_COMMAND_LINE if self.requiretls else 0),
             max_line_length=self.max_line_length,
             max_errors=self.max_errors,
             bare_line_endings=self.bare_line_endings,
@@ -332,5 +383,7 @@ class Config:
             auth_over_plaintext=self.auth_over_plaintext,
             auth_required=self.auth_required,
             max_auth_failures=self.max_auth_failures,
+            dsn=self.dsn,
+            requiretls=self.requiretls,
         )
         object.__setattr__(self, "_smtp", settings)

@@ -12,6 +12,8 @@ accepts)::
     async def on_rcpt(self, session, envelope, address, params) -> Reply | None
     async def on_data(self, session, message) -> Reply | None                (LMTP: or a list)
     async def on_data_chunks(self, session, message) -> Reply | None         (streaming)
+    async def on_vrfy(self, session, argument) -> Reply | None
+    async def on_expn(self, session, argument) -> Reply | None
     async def on_transaction_end(self, session, envelope, outcome) -> None
     async def on_close(self, session) -> None
 
@@ -42,6 +44,7 @@ import attrs
 from ._smtp.events import Envelope, TransactionOutcome
 from ._smtp.facts import SessionFacts, TLSInfo
 from ._smtp.replies import Reply
+from ._smtp.xclient import Unavailable, XClientInfo, XForwardInfo
 from .errors import SMTPDTrioError
 
 if TYPE_CHECKING:
@@ -68,6 +71,9 @@ __all__ = [
     "Session",
     "TLSInfo",
     "TransactionOutcome",
+    "Unavailable",
+    "XClientInfo",
+    "XForwardInfo",
     "extra_callbacks",
     "handler_callbacks",
 ]
@@ -102,13 +108,15 @@ class Session(SessionFacts, Generic[StateT]):
     that connection.
 
     The protocol facts (``helo_name``, ``extended``, ``tls``, ``authenticated_as``,
-    ``messages_accepted``) are read-only properties kept current by the protocol state
-    machine; ``state`` is the handler's own (see :meth:`Handler.new_state`).
+    ``messages_accepted``, ``xclient``) are read-only properties kept current by the protocol
+    state machine; ``state`` is the handler's own (see :meth:`Handler.new_state`).
     """
 
     #: A short id unique within this process; every log line about the connection carries it.
     id: str
-    #: The client: after a trusted PROXY header, the real client; else the immediate peer.
+    #: The client: after a trusted PROXY header, the real client; after XCLIENT from a host
+    #: allowed to send it, the client XCLIENT names (``"unknown"`` for ``[UNAVAILABLE]``);
+    #: else the immediate peer.
     client: Endpoint
     #: The immediate peer (the load balancer, when there is one).
     peer: Endpoint
@@ -121,10 +129,31 @@ class Session(SessionFacts, Generic[StateT]):
     #: The handler's per-connection state: what :meth:`Handler.new_state` returned (a new
     #: empty dict by default).
     state: StateT = attrs.field(factory=_empty_state)
+    # Written by the session driver when the reverse DNS lookup of the client is over.
+    _client_name: str | None = None
+    _client_name_looked_up: bool = False
+
+    @property
+    def client_name(self) -> str | None:
+        """The client's host name from reverse DNS, forward-confirmed (the name's A/AAAA
+        records include the client's address), with ``Config.reverse_dns``; None when that is
+        off, or the name could not be found, confirmed or checked in time. Every callback
+        that decides (``on_connect`` to ``on_data``, ``on_vrfy``, ``on_expn``) sees the final
+        value: the server waits for the lookup, at most ``Config.reverse_dns_timeout``,
+        before calling one. After XCLIENT it is the ``NAME`` the proxy forwarded (when it is
+        a valid host name) instead: our own lookup was of the proxy."""
+        return self._client_name
+
+    @property
+    def client_name_looked_up(self) -> bool:
+        """True once the reverse DNS lookup of the client is over, whatever it found (so
+        ``client_name`` None means "unknown", as in the ``Received:`` header)."""
+        return self._client_name_looked_up
 
     def __repr__(self) -> str:
         via = f" via {self.peer}" if self.peer != self.client else ""
-        return f"<Session {self.id} {self.client}{via} helo={self.helo_name!r}>"
+        name = f" ({self._client_name})" if self._client_name else ""
+        return f"<Session {self.id} {self.client}{name}{via} helo={self.helo_name!r}>"
 
 
 @final
@@ -165,8 +194,8 @@ class Reject(Exception):
     """Raise from a callback to refuse with ``code`` (4xx temporary, 5xx permanent).
 
     Without ``enhanced``, the server gives the reply the RFC 3463 code that fits the callback
-    (``X.1.0`` for MAIL and RCPT, ``X.7.0`` for AUTH, ``X.0.0`` otherwise), since it always
-    advertises ENHANCEDSTATUSCODES.
+    (``X.1.0`` for MAIL, RCPT, VRFY and EXPN, ``X.7.0`` for AUTH, ``X.0.0`` otherwise), since it
+    always advertises ENHANCEDSTATUSCODES.
     """
 
     def __init__(self, code: int, enhanced: str | None = None, text: str = "Rejected") -> None:
@@ -218,6 +247,10 @@ class Handler(Generic[StateT]):
 
         A greeting may only be 220, 554 or 421 (RFC 5321 §3.1): another 4xx, or an exception
         escaping this method, is sent as 421 (and the connection closed); another 5xx as 554.
+
+        It is called again after an accepted XCLIENT (``Config.xclient_hosts``), for the client
+        XCLIENT names (``session.client``, ``session.xclient``): its answer is the reply to
+        XCLIENT, which restarts the session like a new connection.
         """
         return None
 
@@ -274,6 +307,23 @@ class Handler(Generic[StateT]):
         """
         return None
 
+    async def on_vrfy(self, session: Session[StateT], argument: str) -> Reply | None:
+        """VRFY with an argument (RFC 5321 §3.5.1), as sent. Without this callback every VRFY
+        gets ``252 2.5.0``, which tells nobody which users exist; None here does the same.
+        Positive replies: 250 (the mailbox, ``"Full Name <user@example.org>"``), 251 (not
+        local, will forward), 252 (cannot verify, will attempt delivery). Refuse with 550
+        (no such user), 551 (not local), 553 (ambiguous), or another 4xx/5xx. Counts as a
+        junk command (``Config.max_junk_commands``)."""
+        return None
+
+    async def on_expn(self, session: Session[StateT], argument: str) -> Reply | None:
+        """EXPN with an argument (RFC 5321 §3.5.2), as sent. Without this callback EXPN is
+        not offered (``502 5.5.1``); None here gives ``252 2.5.0``. Positive replies: 250
+        with one member per line (``Reply(250, None, first, (second, ...))``), 252. Refuse
+        with 550 (no such list, or access denied) or another 4xx/5xx. Counts as a junk
+        command (``Config.max_junk_commands``)."""
+        return None
+
     async def on_transaction_end(
         self, session: Session[StateT], envelope: Envelope, outcome: TransactionOutcome
     ) -> None:
@@ -298,6 +348,8 @@ _SIGNATURES: Final[dict[str, tuple[str, ...]]] = {
     "on_rcpt": ("session", "envelope", "address", "params"),
     "on_data": ("session", "message"),
     "on_data_chunks": ("session", "message"),
+    "on_vrfy": ("session", "argument"),
+    "on_expn": ("session", "argument"),
     "on_transaction_end": ("session", "envelope", "outcome"),
     "on_close": ("session",),
 }
@@ -322,6 +374,8 @@ class Callbacks:
     on_rcpt: Callback | None = None
     on_data: Callback | None = None
     on_data_chunks: Callback | None = None
+    on_vrfy: Callback | None = None
+    on_expn: Callback | None = None
     on_transaction_end: Callback | None = None
     on_close: Callback | None = None
 

@@ -1,7 +1,8 @@
 """Per-client bookkeeping for the server: connections at once, new connections per minute, and
 log lines about refusals. Sans-IO: the caller passes the time, nothing here awaits or sleeps.
 
-A *client* is the real client (after a trusted PROXY header), never the load balancer. IPv4
+A *client* is the real client (after a trusted PROXY header, or the one an XCLIENT from a host
+in ``Config.xclient_hosts`` names), never the load balancer or the mail proxy. IPv4
 clients are counted by address; IPv6 clients by their /64 network by default, since one host
 commonly holds a whole /64 and can pick a new address for every connection. UNIX-socket
 clients are local and not limited.
@@ -18,6 +19,7 @@ Every table here is bounded, whatever a flood of distinct addresses does:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from typing import Final, final
@@ -30,6 +32,7 @@ DEFAULT_MAX_TRACKED: Final = 100_000
 _OTHERS: Final = "other clients"
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(host: str, *, ipv6_prefix: int = 64) -> str | None:
     """What a client is counted by: its IPv4 address, its IPv6 network (``/ipv6_prefix``),
     or None for clients that are not limited (UNIX sockets, unknown peers)."""

@@ -16,8 +16,10 @@ Accept errors such as EMFILE are logged and retried after a short pause, as trio
 ``max_connections`` a new connection is answered 421 and closed at once; so is one from a
 client that already has ``max_connections_per_client`` open, or that opened more than
 ``max_connection_rate`` in the last minute (counted by the real client, after PROXY; see
-:mod:`smtpd_trio.limits`). From 80% of ``max_connections`` the server is *under stress*, and
-waits for clients use ``stress_timeout`` (Postfix does the same), until it is back under 70%.
+:mod:`smtpd_trio.limits`). A connection from a host allowed XCLIENT is counted by its session
+instead, under each client its XCLIENT names. From 80% of ``max_connections`` the server is
+*under stress*, and waits for clients use ``stress_timeout`` (Postfix does the same), until it
+is back under 70%.
 Refusals a client causes are logged at INFO, once per client and kind per
 ``refusal_log_interval``, with counts of the rest.
 
@@ -52,11 +54,16 @@ from ._smtp.replies import Reply
 from .config import Config
 from .connection import ProxyRefused, proxy_stage
 from .handler import Callbacks, Endpoint, Handler, Reject, Session, handler_callbacks
-from .limits import TOO_FAST, ClientLimiter, Refusal, client_key
-from .limits import TOO_MANY as _TOO_MANY_FROM_CLIENT
-from .metrics import RefusalReason
+from .limits import ClientLimiter, client_key
 from .proxy import ProxyInfo
-from .session import SessionDriver, Shared, new_session, new_session_id
+from .session import (
+    LIMIT_REFUSALS,
+    SessionDriver,
+    Shared,
+    forwarding_rights,
+    new_session,
+    new_session_id,
+)
 
 __all__ = [
     "LMTP_PORT",
@@ -88,12 +95,6 @@ LMTP_PORT: Final = 8024
 #: The permissions of a UNIX socket: its owner and group may connect, no one else.
 UNIX_SOCKET_MODE: Final = 0o660
 
-# What Config.observer is told for each refusal by the per-client limits.
-_REFUSAL_REASONS: Final[dict[Refusal, RefusalReason]] = {
-    _TOO_MANY_FROM_CLIENT: "per-client",
-    TOO_FAST: "rate",
-}
-
 
 def endpoint_of(address: object) -> Endpoint:
     """An :class:`Endpoint` from what ``getpeername()``/``getsockname()`` return."""
@@ -117,6 +118,18 @@ def stream_endpoints(stream: trio.abc.Stream) -> tuple[Endpoint | None, Endpoint
         return None, None
 
 
+def stream_peer(stream: trio.abc.Stream) -> Endpoint | None:
+    """The peer of a socket stream (one system call); "unknown" for other streams, None for a
+    socket whose peer is already gone (reset before we got to it)."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return Endpoint("unknown")
+    try:
+        return endpoint_of(sock.getpeername())
+    except OSError:
+        return None
+
+
 @final
 class SMTPServer:
     """An SMTP server for one handler and one :class:`Config`, over any listeners."""
@@ -137,9 +150,8 @@ class SMTPServer:
         self._refusing = 0
         config = self.config
         self._shared = Shared.for_config(config)
-        self._limiter = ClientLimiter(
-            max_at_once=config.max_connections_per_client, per_minute=config.max_connection_rate
-        )
+        assert self._shared.limiter is not None
+        self._limiter: ClientLimiter = self._shared.limiter
         limit = config.max_connections
         self._stress_on = math.inf if limit is None else max(1, math.ceil(limit * _STRESS_ON))
         self._stress_off = math.inf if limit is None else limit * _STRESS_OFF
@@ -297,7 +309,7 @@ class SMTPServer:
         """
         session_id = new_session_id()
         if peer is None:
-            peer, _local = stream_endpoints(stream)
+            peer = stream_peer(stream)
             if peer is None:
                 # Reset before we served it (TCP health checks do this): nothing to say to it.
                 log.debug("[%s] peer went away before it was served", session_id)
@@ -336,13 +348,20 @@ class SMTPServer:
                 client, proxy, leftover = stage.client, stage.info, stage.leftover
                 config.observer.proxy_header(proxy)
             quiet = bool(config.ignored_hosts) and client.host in config.ignored_hosts
-            key = None if quiet else client_key(client.host, ipv6_prefix=config.client_ipv6_prefix)
+            # A proxy allowed XCLIENT speaks for many clients: its connection is counted under
+            # the client its XCLIENT names, by the session (as Postfix exempts these hosts).
+            key = (
+                None
+                if quiet or forwarding_rights(config, client)[0]
+                else client_key(client.host, ipv6_prefix=config.client_ipv6_prefix)
+            )
             if key is not None:
                 refused = self._limiter.admit(key, trio.current_time())
                 if refused is not None:
                     self._note_refusal(key, refused, session_id, f"refused {client}: {refused}")
-                    config.observer.connection_refused(_REFUSAL_REASONS[refused])
-                    await self._refuse(stream, _reply_for(refused))
+                    reply, reason = LIMIT_REFUSALS[refused]
+                    config.observer.connection_refused(reason)
+                    await self._refuse(stream, reply)
                     return
                 admitted = key
             session = new_session(
@@ -416,12 +435,6 @@ class SMTPServer:
             return False
         log.info("[%s] refused by on_proxy: %s", session.id, reply)
         return False
-
-
-def _reply_for(refusal: Refusal) -> Reply:
-    if refusal is _TOO_MANY_FROM_CLIENT:
-        return replies.TOO_MANY_FROM_CLIENT
-    return replies.CONNECTION_RATE_EXCEEDED
 
 
 async def _open_reuse_port_listeners(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import attrs
 import trio
 
+from ._smtp import replies
 from ._smtp.body import MemoryBudget
 from ._smtp.events import (
     NEED_DATA,
@@ -43,6 +44,7 @@ from ._smtp.events import (
     CommandRejected,
     Connect,
     Event,
+    Expand,
     Hello,
     MailFrom,
     MessageChunk,
@@ -54,11 +56,14 @@ from ._smtp.events import (
     TransactionEnded,
     TransactionOutcome,
     Verify,
+    XClient,
 )
 from ._smtp.machine import SMTPMachine
 from ._smtp.replies import Reply
+from ._smtp.xclient import Unavailable, XClientInfo
 from .auth import BearerCredentials, LoginCredentials
 from .config import Config
+from .connection import is_trusted
 from .handler import (
     Callback,
     Callbacks,
@@ -72,14 +77,15 @@ from .handler import (
     TLSInfo,
     handler_callbacks,
 )
-from .limits import RefusalLog, client_key
-from .metrics import AuthOutcome
-from .trace import received_header
+from .limits import TOO_FAST, TOO_MANY, ClientLimiter, Refusal, RefusalLog, client_key
+from .metrics import AuthOutcome, RefusalReason
+from .rdns import ReverseDNS, client_ip
+from .trace import host_name, received_header
 
 if TYPE_CHECKING:
     from .proxy import ProxyInfo
 
-__all__ = ["new_session_id", "run_session"]
+__all__ = ["forwarding_rights", "new_session_id", "run_session"]
 
 log: Final = logging.getLogger("smtpd_trio.session")
 
@@ -151,6 +157,41 @@ class _PrefixedStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
+#: What a client refused by a per-client limit is told, and what Config.observer hears.
+LIMIT_REFUSALS: Final[dict[Refusal, tuple[Reply, RefusalReason]]] = {
+    TOO_MANY: (replies.TOO_MANY_FROM_CLIENT, "per-client"),
+    TOO_FAST: (replies.CONNECTION_RATE_EXCEEDED, "rate"),
+}
+
+
+def forwarding_rights(config: Config, client: Endpoint) -> tuple[bool, bool]:
+    """Whether ``client`` may send XCLIENT, and XFORWARD: is it in ``Config.xclient_hosts``,
+    ``Config.xforward_hosts``? ``client`` is the connection's client as accepted: the peer, or
+    after a trusted PROXY header the address the header names; never an address XCLIENT gave,
+    so XCLIENT cannot grant itself the right to XCLIENT."""
+    xclient_hosts = config.xclient_hosts
+    xforward_hosts = config.xforward_hosts
+    return (
+        bool(xclient_hosts) and is_trusted(client, xclient_hosts),
+        bool(xforward_hosts) and is_trusted(client, xforward_hosts),
+    )
+
+
+def forwarded_client(client: Endpoint, info: XClientInfo) -> Endpoint:
+    """The client after XCLIENT: its ``ADDR`` (``"unknown"`` if ``[UNAVAILABLE]``) and
+    ``PORT`` (None if not given with that address, or ``[UNAVAILABLE]``)."""
+    addr, port = info.addr, info.port
+    if addr is None and port is None:
+        return client  # XCLIENT said nothing about the address
+    if addr is None:
+        host = client.host
+    elif isinstance(addr, Unavailable):
+        host = "unknown"
+    else:
+        host = addr
+    return Endpoint(host, port if isinstance(port, int) else None)
+
+
 # What a handler gave for a decision when it did not give a reply: it failed, or timed out.
 _FAILED: Final = object()
 _TIMED_OUT: Final = object()
@@ -180,10 +221,28 @@ class Shared:
     refusals: RefusalLog
     #: The server is nearly full: waits for clients use ``stress_timeout``.
     stressed: bool = False
+    #: Connections at once and per minute, per client (the server's; sessions re-count a
+    #: connection under the client XCLIENT names).
+    limiter: ClientLimiter | None = None
+    #: Client name lookups and their cache, with ``Config.reverse_dns``.
+    reverse_dns: ReverseDNS | None = None
 
     @classmethod
     def for_config(cls, config: Config) -> Shared:
-        return cls(MemoryBudget(config.max_buffered_bytes), RefusalLog(config.refusal_log_interval))
+        reverse_dns = (
+            ReverseDNS(config.resolver, timeout=config.reverse_dns_timeout)
+            if config.reverse_dns
+            else None
+        )
+        return cls(
+            MemoryBudget(config.max_buffered_bytes),
+            RefusalLog(config.refusal_log_interval),
+            limiter=ClientLimiter(
+                max_at_once=config.max_connections_per_client,
+                per_minute=config.max_connection_rate,
+            ),
+            reverse_dns=reverse_dns,
+        )
 
 
 @final
@@ -192,6 +251,7 @@ class SessionDriver:
 
     # Thousands of these live at once (one per connection): no per-instance __dict__.
     __slots__ = (
+        "_admitted",
         "_broken",
         "_budget",
         "_command_timeout",
@@ -201,7 +261,9 @@ class SessionDriver:
         "_io_scope",
         "_progress",
         "_rate",
+        "_rdns_pending",
         "_session_end",
+        "_shutting_down",
         "_stress_timeout",
         "_wait_started",
         "_waiting",
@@ -232,18 +294,26 @@ class SessionDriver:
         self.config = config
         self.session = session
         self.callbacks = callbacks
+        xclient, xforward = forwarding_rights(config, session.client)
         self.machine = SMTPMachine(
             config.smtp,
             facts=session,
             session_id=session.id,
             stream_body=callbacks.on_data_chunks is not None,
             budget=self.shared.budget,
+            xclient=xclient,
+            xforward=xforward,
+            expn=callbacks.on_expn is not None,
         )
+        # The per-client limit key this session counts its connection under, after XCLIENT
+        # (before it, the server counts the connection, unless its client may send XCLIENT).
+        self._admitted: str | None = None
         # The command loop's I/O cancel scope, and what it is waiting for: "send", "idle"
         # (the next command outside a transaction), "receive", or None (not waiting).
         self._io_scope: trio.CancelScope | None = None
         self._waiting: str | None = None
         self._woken = False  # the server interrupted an idle wait to shut down
+        self._shutting_down = False  # the server asked this session to end when idle
         self._progress = -1  # machine.lines_taken when the clock was last restarted
         self._broken = False  # nothing more can be written to the stream
         # Seconds the client has left for what it is sending now (see _io), and whether that
@@ -258,6 +328,8 @@ class SessionDriver:
         )
         self._rate = config.min_data_rate
         self._handler_scope: trio.CancelScope | None = None
+        # Set while the reverse DNS lookup of the client runs (see _look_up_client).
+        self._rdns_pending: trio.Event | None = None
         # The events that need no await because the handler has no callback for them.
         self._immediate = _immediate_steps(
             connect=callbacks.on_connect is None or quiet,
@@ -266,6 +338,7 @@ class SessionDriver:
             rcpt=callbacks.on_rcpt is None,
             data=callbacks.on_data is None and callbacks.on_data_chunks is None,
             end=callbacks.on_transaction_end is None,
+            vrfy=callbacks.on_vrfy is None,
         )
         duration = config.max_session_duration
         self._session_end = math.inf if duration is None else trio.current_time() + duration
@@ -273,7 +346,42 @@ class SessionDriver:
     # ---- the loop ----------------------------------------------------------------------------
 
     async def run(self, initial_data: bytes = b"") -> None:
-        """Serve the session to its end; always closes the stream."""
+        """Serve the session to its end; always closes the stream. With reverse DNS, the
+        lookup of the client's name runs alongside (see :mod:`smtpd_trio.rdns`)."""
+        rdns = self.shared.reverse_dns
+        if rdns is None or self.quiet or client_ip(self.session.client.host) is None:
+            await self._serve(initial_data)
+            return
+        async with trio.open_nursery() as nursery:
+            self._rdns_pending = trio.Event()
+            nursery.start_soon(self._look_up_client, rdns, self._rdns_pending)
+            try:
+                await self._serve(initial_data)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _look_up_client(self, rdns: ReverseDNS, done: trio.Event) -> None:
+        """Find the client's name (bounded by the lookup's timeout) and record it."""
+        session = self.session
+        host = session.client.host
+        try:
+            name = await rdns.lookup(host)
+            if session.client.host == host:  # else XCLIENT named another client meanwhile
+                session._client_name = name
+        finally:
+            session._client_name_looked_up = True
+            done.set()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] client name: %s", session.id, session._client_name or "unknown")
+
+    async def _client_name(self) -> None:
+        """Wait for the reverse DNS lookup, if one is still running."""
+        pending = self._rdns_pending
+        if pending is not None:
+            await pending.wait()
+            self._rdns_pending = None
+
+    async def _serve(self, initial_data: bytes) -> None:
         machine = self.machine
         started = trio.current_time()
         try:
@@ -301,7 +409,6 @@ class SessionDriver:
             if initial_data:
                 machine.receive_data(initial_data)
             closed = await self._loop()
-            await self._send_goodbye()
             self._log_close(closed)
         except trio.Cancelled:
             # The server is stopping hard: say goodbye if we can, without waiting long.
@@ -310,8 +417,15 @@ class SessionDriver:
                 await self._send_goodbye()
             raise
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
-                await self._finish()
+            if self._admitted is not None:
+                limiter = self.shared.limiter
+                assert limiter is not None
+                limiter.release(self._admitted)
+                self._admitted = None
+            ends = self._finish()
+            if ends or self.callbacks.on_close is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
+                    await self._tell_the_handler(ends)
             self.config.observer.session_ended(machine.close_reason, trio.current_time() - started)
             if isinstance(self.stream, trio.SSLStream) and not self._broken:
                 # End TLS with close_notify (RFC 8446 §6.1), so the client sees a clean close
@@ -348,6 +462,16 @@ class SessionDriver:
                             continue
                         kind = type(event)
                         if kind is Closed:
+                            # The last words (221, 421) go out under this same scope.
+                            data = machine.data_to_send()
+                            if data and not self._broken:
+                                scope.deadline = trio.current_time() + _GOODBYE_TIMEOUT
+                                self._waiting = "goodbye"
+                                try:
+                                    await self.stream.send_all(data)
+                                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                                    self._broken = True
+                                self._waiting = None
                             return event  # type: ignore[return-value]
                         step = immediate.get(kind)
                         if step is not None:
@@ -403,6 +527,11 @@ class SessionDriver:
                 self._broken = True
                 machine.receive_data(b"")
                 return
+            if self._shutting_down and not machine.in_transaction:
+                # Shutdown was asked for while we were sending: do not start an idle wait
+                # it would not interrupt; the machine ends the session (421) right away.
+                self._waiting = None
+                return
         self._waiting = "receive" if machine.in_transaction else "idle"
         try:
             received = await self.stream.receive_some(_RECEIVE_SIZE)
@@ -419,7 +548,9 @@ class SessionDriver:
     def _interrupted(self) -> None:
         """An I/O wait was cut short: tell the machine why (it decides the goodbye)."""
         waiting, self._waiting = self._waiting, None
-        if waiting == "send":
+        if waiting == "goodbye":
+            self._broken = True  # the client is not reading its 221 or 421: no more to say
+        elif waiting == "send":
             self._refused("stalled", "client stopped reading; closing")
             self._broken = True
             self.machine.close(CloseReason.STALLED)
@@ -469,6 +600,7 @@ class SessionDriver:
         """Called by the server on graceful shutdown: the session ends (421) as soon as no
         mail transaction is open; an idle wait for the next command is interrupted at once."""
         self.machine.request_shutdown()
+        self._shutting_down = True
         if self._waiting == "idle" and self._io_scope is not None:
             self._woken = True
             self._io_scope.cancel()
@@ -493,17 +625,27 @@ class SessionDriver:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._broken = True
 
-    async def _finish(self) -> None:
-        """The session is over: the last transaction's end and on_close reach the handler."""
+    def _finish(self) -> list[TransactionEnded]:
+        """The session is over: the last transaction's end is logged and counted; returns the
+        ends the handler's on_transaction_end must still hear of."""
         machine = self.machine
         machine.close(CloseReason.PEER_CLOSED)  # a no-op unless the loop did not finish
         machine.data_to_send()
+        ends: list[TransactionEnded] = []
         while True:
             event = machine.next_event()
-            if type(event) is TransactionEnded:
-                await self._on_transaction_end(event)
-            else:
-                break
+            if type(event) is not TransactionEnded:
+                return ends
+            self._transaction_ended(event)
+            if self.callbacks.on_transaction_end is not None:
+                ends.append(event)
+
+    async def _tell_the_handler(self, ends: list[TransactionEnded]) -> None:
+        """The last transaction ends, then on_close (shielded, briefly: see run())."""
+        on_end = self.callbacks.on_transaction_end
+        for event in ends:
+            assert on_end is not None
+            await self._notify("on_transaction_end", on_end, event.envelope, event.outcome)
         if self.callbacks.on_close is not None:
             await self._notify("on_close", self.callbacks.on_close)
 
@@ -514,6 +656,8 @@ class SessionDriver:
         reply of a Reject it raised, _FAILED if it raised anything else (logged), or
         _TIMED_OUT if it ran past ``handler_timeout``."""
         self._stop_clock()
+        if self._rdns_pending is not None:
+            await self._client_name()
         with trio.move_on_after(self._handler_time()) as scope:
             try:
                 return await fn(self.session, *args)
@@ -582,11 +726,70 @@ class SessionDriver:
     # ---- events ------------------------------------------------------------------------------
 
     async def _on_connect(self, event: Connect) -> None:
+        await self._greet()
+
+    async def _greet(self) -> None:
         fn = self.callbacks.on_connect
         if fn is None or self.quiet:
             self.machine.respond(None)
         else:
             self._answer("on_connect", await self._ask("on_connect", fn))
+
+    async def _on_xclient(self, event: XClient) -> None:
+        """XCLIENT restarted the session for the client it names: that is now
+        ``session.client`` (the peer stays the peer), counted by the per-client limits and
+        greeted as a new connection is: on_connect is asked again."""
+        session = self.session
+        info = event.info
+        client = session.client = forwarded_client(session.client, info)
+        if self.shared.reverse_dns is not None and not self.quiet:
+            # Our lookup was of the proxy: the name the proxy forwards takes its place.
+            self._rdns_pending = None
+            session._client_name = host_name(info.name) if isinstance(info.name, str) else None
+            session._client_name_looked_up = True
+        if not self.quiet:
+            log.info(
+                "[%s] XCLIENT from %s: client %s (name=%s helo=%s login=%s)",
+                session.id,
+                session.peer,
+                client,
+                info.name,
+                info.helo,
+                info.login,
+                extra={
+                    "smtpd": {
+                        "connection_id": session.id,
+                        "event": "xclient",
+                        "client": str(client),
+                    }
+                },
+            )
+        refused = self._recount(client)
+        if refused is not None:
+            # The connection was served, so it ends as a session (reason "refused": the 421
+            # closes it), not as a refused connection: Config.observer counts it once.
+            self._refused(refused, f"refused {client} after XCLIENT: {refused}")
+            self.machine.respond(LIMIT_REFUSALS[refused][0])
+            return
+        await self._greet()
+
+    def _recount(self, client: Endpoint) -> Refusal | None:
+        """Count this connection under ``client`` from now on (per-client limits), or say why
+        that client may not have one more."""
+        limiter = self.shared.limiter
+        if limiter is None or self.quiet:
+            return None
+        key = client_key(client.host, ipv6_prefix=self.config.client_ipv6_prefix)
+        if key == self._admitted:
+            return None
+        if key is not None:
+            refused = limiter.admit(key, trio.current_time())
+            if refused is not None:
+                return refused
+        if self._admitted is not None:
+            limiter.release(self._admitted)
+        self._admitted = key
+        return None
 
     async def _on_hello(self, event: Hello) -> None:
         fn = self.callbacks.on_helo
@@ -615,12 +818,24 @@ class SessionDriver:
         if fn is None:
             self.machine.respond(None)
             return
+        if self._rdns_pending is not None:
+            self._stop_clock()
+            await self._client_name()
         trace = received_header(self.session, event.envelope)
         message = Message(event.envelope, event.content, trace)
         self._answer_message("on_data", await self._ask("on_data", fn, message))
 
     async def _on_verify(self, event: Verify) -> None:
-        self.machine.respond(None)
+        fn = self.callbacks.on_vrfy
+        if fn is None:
+            self.machine.respond(None)
+        else:
+            self._answer("on_vrfy", await self._ask("on_vrfy", fn, event.argument))
+
+    async def _on_expand(self, event: Expand) -> None:
+        fn = self.callbacks.on_expn
+        assert fn is not None  # the machine offers EXPN only when the handler answers it
+        self._answer("on_expn", await self._ask("on_expn", fn, event.argument))
 
     async def _on_authenticate(self, event: Authenticate) -> None:
         machine = self.machine
@@ -670,6 +885,9 @@ class SessionDriver:
         assert fn is not None  # the machine streams only when the handler does
         ends: list[Event] = []
         chunks = self._chunks(ends)
+        if self._rdns_pending is not None:
+            self._stop_clock()
+            await self._client_name()
         trace = received_header(self.session, event.envelope)
         try:
             result: object = _TIMED_OUT
@@ -730,7 +948,7 @@ class SessionDriver:
                     handler_scope.deadline = paused + (trio.current_time() - started)
             elif type(event) is MessageChunk:
                 yield event.data
-            elif type(event) is Hello or type(event) is Verify or type(event) is CommandRejected:
+            elif type(event) in _BETWEEN_CHUNKS:
                 # Between the chunks of a BDAT message the client may send other commands; an
                 # accepted HELO/EHLO ends the message (a TransactionEnded comes next).
                 step = self._immediate.get(type(event))
@@ -884,12 +1102,19 @@ def _note_rejected(driver: SessionDriver, event: CommandRejected) -> None:
 
 @functools.cache
 def _immediate_steps(
-    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool
+    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool, vrfy: bool
 ) -> dict[type[Event], _Immediate]:
     """For the callbacks a handler does not define (True: absent), the events the loop can
     answer at once, without creating and awaiting a coroutine."""
-    table: dict[type[Event], _Immediate] = {Verify: _accept, CommandRejected: _note_rejected}
-    absent = {Connect: connect, Hello: helo, MailFrom: mail, RcptTo: rcpt, MessageReceived: data}
+    table: dict[type[Event], _Immediate] = {CommandRejected: _note_rejected}
+    absent = {
+        Connect: connect,
+        Hello: helo,
+        MailFrom: mail,
+        RcptTo: rcpt,
+        MessageReceived: data,
+        Verify: vrfy,
+    }
     for kind, missing in absent.items():
         if missing:
             table[kind] = _accept
@@ -897,6 +1122,10 @@ def _immediate_steps(
         table[TransactionEnded] = _log_end
     return table
 
+
+# The events a client's commands between two BDAT chunks can bring while a streaming handler
+# reads the message (MAIL, RCPT, DATA, AUTH, STARTTLS, XCLIENT and XFORWARD are refused there).
+_BETWEEN_CHUNKS: Final = frozenset({Hello, Verify, Expand, CommandRejected})
 
 # Every event the main loop can meet, and what the driver does with it.
 _DISPATCH: Final[dict[type[Event], _Dispatch]] = {
@@ -907,10 +1136,12 @@ _DISPATCH: Final[dict[type[Event], _Dispatch]] = {
     MessageReceived: SessionDriver._on_message,
     MessageStart: SessionDriver._on_message_start,
     Verify: SessionDriver._on_verify,
+    Expand: SessionDriver._on_expand,
     Authenticate: SessionDriver._on_authenticate,
     StartTLS: SessionDriver._on_starttls,
     TransactionEnded: SessionDriver._on_transaction_end,
     CommandRejected: SessionDriver._on_command_rejected,
+    XClient: SessionDriver._on_xclient,
 }
 
 

@@ -21,14 +21,24 @@ runs a whole transaction with correct dot-stuffing, :meth:`TestClient.bdat` send
 stream to TLS (certificates from :func:`tls_contexts`), and :meth:`TestClient.auth_plain`,
 :meth:`TestClient.auth_login`, :meth:`TestClient.auth_oauthbearer` and
 :meth:`TestClient.auth_xoauth2` authenticate.
+
+:class:`Collector` is a handler that keeps every message it accepts, thread-safely, with
+assertion helpers and waits for Trio tests and synchronous ones alike (with
+:class:`smtpd_trio.ServerThread`). The pytest fixtures built on these are in
+:mod:`smtpd_trio.pytest_plugin`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import email
+import email.message
+import email.policy
 import re
 import ssl
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, final
@@ -39,15 +49,17 @@ import trio.testing
 
 from ._smtp.oauth import oauthbearer_response, xoauth2_response
 from .config import Config
-from .handler import Endpoint, Handler, Session
+from .handler import Endpoint, Handler, Message, Session
 from .server import SMTPServer
 
 __all__ = [
     "TEST_PEER",
     "ClientReply",
+    "Collector",
     "ProtocolViolation",
     "TLSContexts",
     "TestClient",
+    "as_email",
     "dot_stuff",
     "open_test_session",
     "tls_contexts",
@@ -366,3 +378,225 @@ async def open_test_session(
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting messages
+# ---------------------------------------------------------------------------------------------
+
+#: How long :meth:`Collector.wait` and :meth:`Collector.wait_async` wait by default, in seconds.
+DEFAULT_WAIT: Final = 10.0
+
+
+def as_email(message: Message) -> email.message.EmailMessage:
+    """``message.content`` parsed by the standard library (``email.policy.default``): headers
+    decoded (``msg["Subject"]``), MIME parts (``msg.walk()``, ``msg.get_body()``)."""
+    parsed = email.message_from_bytes(message.content, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
+
+
+def _texts(message: Message) -> list[str]:
+    """The message's text: its raw content, and each text part decoded (quoted-printable,
+    base64 and charsets undone), for ``contains=``."""
+    texts = [message.content.decode("utf-8", "replace")]
+    for part in as_email(message).walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        try:
+            content = part.get_content()
+        except (LookupError, ValueError):  # an unknown charset, a broken encoding
+            continue
+        if isinstance(content, str):
+            texts.append(content)
+    return texts
+
+
+def _describe(message: Message) -> str:
+    envelope = message.envelope
+    subject = as_email(message).get("Subject")
+    return f"from <{envelope.mail_from}> to {list(envelope.rcpt_tos)}, Subject: {subject!r}"
+
+
+def _mismatches(
+    message: Message,
+    *,
+    mail_from: str | None,
+    to: str | Iterable[str] | None,
+    subject: str | None,
+    contains: str | None,
+) -> list[str]:
+    """Why ``message`` does not match the criteria (an empty list: it does)."""
+    problems: list[str] = []
+    envelope = message.envelope
+    if mail_from is not None and envelope.mail_from != mail_from:
+        problems.append(f"the sender is <{envelope.mail_from}>, not <{mail_from}>")
+    if to is not None:
+        wanted = [to] if isinstance(to, str) else list(to)
+        problems.extend(
+            f"<{address}> is not among the recipients {list(envelope.rcpt_tos)}"
+            for address in wanted
+            if address not in envelope.rcpt_tos
+        )
+    if subject is not None:
+        actual = as_email(message).get("Subject")
+        if actual != subject:
+            problems.append(f"the subject is {actual!r}, not {subject!r}")
+    if contains is not None and not any(contains in text for text in _texts(message)):
+        problems.append(f"{contains!r} is not in the message text")
+    return problems
+
+
+class Collector(Handler):
+    """A handler that accepts every message and keeps it, for tests.
+
+    Thread-safe: the server may run in another thread (:class:`smtpd_trio.ServerThread`)
+    or in the test's own Trio run (:func:`open_test_session`). Subclass it to add a policy
+    (override ``on_rcpt``, say); a refused message is not kept.
+
+    - :attr:`messages`: what arrived so far, as :class:`~smtpd_trio.Message` objects;
+    - :meth:`wait` (synchronous) and :meth:`wait_async` (Trio): until ``count`` messages
+      have arrived, or ``TimeoutError``;
+    - :meth:`assert_one_message`, :meth:`assert_no_messages` and :meth:`matching`: checks on
+      the envelope, the subject and the text.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._messages: list[Message] = []
+        # Trio tasks in wait_async(): (messages wanted, their run, their event).
+        self._waiters: list[tuple[int, trio.lowlevel.TrioToken, trio.Event]] = []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} with {len(self)} message(s)>"
+
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._messages)
+
+    async def on_data(self, session: Session[Any], message: Message) -> None:
+        self.collect(message)
+
+    def collect(self, message: Message) -> None:
+        """Keep ``message`` and wake whoever waits for it (``on_data`` calls this; so may
+        a subclass that overrides ``on_data``)."""
+        with self._changed:
+            self._messages.append(message)
+            count = len(self._messages)
+            ready = [waiter for waiter in self._waiters if waiter[0] <= count]
+            self._waiters = [waiter for waiter in self._waiters if waiter[0] > count]
+            self._changed.notify_all()
+        for _, token, event in ready:
+            # From any thread, the waiter's own included.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(event.set)
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages accepted so far, oldest first (a copy)."""
+        with self._changed:
+            return list(self._messages)
+
+    def clear(self) -> None:
+        """Forget the messages collected so far."""
+        with self._changed:
+            self._messages.clear()
+
+    def _timed_out(self, count: int, timeout: float) -> TimeoutError:
+        arrived = self.messages
+        listed = "".join(f"\n  {_describe(m)}" for m in arrived)
+        return TimeoutError(
+            f"waited {timeout:g} s for {count} message(s); {len(arrived)} arrived{listed}"
+        )
+
+    def wait(self, count: int = 1, *, timeout: float = DEFAULT_WAIT) -> list[Message]:
+        """Block until at least ``count`` messages have arrived and return them all; raise
+        ``TimeoutError`` after ``timeout`` seconds. For synchronous code: in a Trio task use
+        :meth:`wait_async`, which lets the server (and everything else) run meanwhile."""
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("Collector.wait() would block Trio: use await wait_async()")
+        with self._changed:
+            if self._changed.wait_for(lambda: len(self._messages) >= count, timeout):
+                return list(self._messages)
+        raise self._timed_out(count, timeout)
+
+    # A bound by default rather than trio.fail_after around the call: in a test, a message
+    # that never comes should fail the test, not hang it.
+    async def wait_async(
+        self,
+        count: int = 1,
+        *,
+        timeout: float = DEFAULT_WAIT,  # noqa: ASYNC109
+    ) -> list[Message]:
+        """Wait until at least ``count`` messages have arrived and return them all; raise
+        ``TimeoutError`` after ``timeout`` seconds (of the Trio clock). For Trio tests, with
+        the server in the same run or in a :class:`~smtpd_trio.ServerThread`."""
+        with trio.move_on_after(timeout):
+            with self._changed:
+                if len(self._messages) >= count:
+                    return list(self._messages)
+                waiter = (count, trio.lowlevel.current_trio_token(), trio.Event())
+                self._waiters.append(waiter)
+            try:
+                await waiter[2].wait()
+            finally:
+                with self._changed:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+            return self.messages
+        raise self._timed_out(count, timeout)
+
+    def matching(
+        self,
+        *,
+        mail_from: str | None = None,
+        to: str | Iterable[str] | None = None,
+        subject: str | None = None,
+        contains: str | None = None,
+    ) -> list[Message]:
+        """The messages that match every criterion given: the envelope sender
+        ``mail_from``; every address of ``to`` among the envelope recipients (exactly as
+        sent); the decoded ``Subject:`` header equal to ``subject``; ``contains`` in the
+        text (the raw content, or a decoded text part)."""
+        return [
+            message
+            for message in self.messages
+            if not _mismatches(
+                message, mail_from=mail_from, to=to, subject=subject, contains=contains
+            )
+        ]
+
+    def assert_one_message(
+        self,
+        *,
+        mail_from: str | None = None,
+        to: str | Iterable[str] | None = None,
+        subject: str | None = None,
+        contains: str | None = None,
+    ) -> Message:
+        """Exactly one message arrived, and it matches every criterion given (as for
+        :meth:`matching`); return it. AssertionError saying what arrived otherwise."""
+        arrived = self.messages
+        if len(arrived) != 1:
+            listed = "".join(f"\n  {_describe(m)}" for m in arrived)
+            raise AssertionError(f"expected one message, {len(arrived)} arrived{listed}")
+        [message] = arrived
+        problems = _mismatches(
+            message, mail_from=mail_from, to=to, subject=subject, contains=contains
+        )
+        if problems:
+            raise AssertionError(
+                f"the message ({_describe(message)}) does not match: {'; '.join(problems)}"
+            )
+        return message
+
+    def assert_no_messages(self) -> None:
+        """No message arrived. AssertionError saying what did otherwise."""
+        arrived = self.messages
+        if arrived:
+            listed = "".join(f"\n  {_describe(m)}" for m in arrived)
+            raise AssertionError(f"expected no message, {len(arrived)} arrived{listed}")

@@ -7,11 +7,15 @@
             for <user@example.org>; Wed, 25 Nov 2026 10:00:00 +0000
 
 The ``from`` clause names the HELO name and, in the TCP-info comment, the real client address
-(after a trusted PROXY header), IPv6 as ``[IPv6:...]``. No reverse DNS lookup is made: it
-would put a network round trip on every message. ``with`` is SMTP, ESMTP or LMTP plus ``S``
-under TLS and ``A`` when authenticated (RFC 3848), prefixed ``UTF8`` for SMTPUTF8 transactions
-(RFC 6531): only names registered with IANA. ``for`` is given only when there is exactly one
-recipient, so a message to many does not disclose the others.
+(after a trusted PROXY header, or the one XCLIENT named), IPv6 as ``[IPv6:...]``. With
+``Config.reverse_dns`` the TCP-info also names the client, as Postfix writes it:
+``(mail.example.net [192.0.2.7])`` with the forward-confirmed name, ``(unknown [192.0.2.7])``
+without one (see :mod:`smtpd_trio.rdns`); without it no lookup is made, but a host name that
+XCLIENT forwarded (its ``NAME``, looked up by the proxy) still goes before the address. (After
+XCLIENT its ``NAME`` takes the place of our own lookup, which was of the proxy.) ``with`` is
+SMTP, ESMTP or LMTP plus ``S`` under TLS and ``A`` when authenticated (RFC 3848), prefixed
+``UTF8`` for SMTPUTF8 transactions (RFC 6531): only names registered with IANA. ``for`` is given
+only when there is exactly one recipient, so a message to many does not disclose the others.
 
 The HELO name, the recipient and (through a PROXY header) the client address come from the
 client, so nothing is written as given unless it fits the grammar of its place; the header
@@ -23,8 +27,13 @@ is safe whatever :class:`Session` and :class:`Envelope` hold, validated by the S
   ``A-Z a-z 0-9 - . _ ~ / : + , = @`` becomes ``%XX``), so no character of it can end the
   stamp, open or close a comment, or fake an address literal;
 - the client address is an IP literal, or ``[unix:...]`` with the path percent-encoded the same
-  way; an address that is neither (an unnamed UNIX socket, a stream with no address) leaves the
-  TCP-info out, as RFC 5321 allows;
+  way; an address that is neither (an unnamed UNIX socket, a stream with no address, XCLIENT's
+  ``ADDR=[UNAVAILABLE]``) leaves the TCP-info out, as RFC 5321 allows;
+- the client's name (from reverse DNS, written by whoever controls the PTR record, or XCLIENT's
+  ``NAME``) is written only if it is a Domain whose last label is not all digits
+  (:func:`host_name`), and only before an address literal; with reverse DNS any other name is
+  written as ``unknown``, without it (XCLIENT's ``[UNAVAILABLE]``, ``[TEMPUNAVAIL]``, ...) it is
+  left out;
 - the server host name (``Config.hostname``) is treated like the HELO name (``by unknown`` and a
   ``(hostname=...)`` comment when it is not a Domain);
 - the ``id`` is an Atom: characters outside ``atext`` become ``-``;
@@ -74,6 +83,15 @@ def trace_domain(name: str) -> str | None:
     if all(_LDH_LABEL.match(label) for label in name.split(".")):
         return name
     return None
+
+
+def host_name(name: str) -> str | None:
+    """``name`` as a host name from reverse DNS: a Domain (see :func:`trace_domain`) whose last
+    label is not all digits, so that it can never pass for an address; else None."""
+    domain = trace_domain(name)
+    if domain is None or domain.rpartition(".")[2].isdigit():
+        return None
+    return domain
 
 
 def ip_literal(text: str) -> str | None:
@@ -213,8 +231,17 @@ def protocol_name(session: Session[Any], envelope: Envelope) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _from_clause(helo: str | None, literal: str | None) -> str:
-    tcp_info = f" ({literal})" if literal is not None else ""
+def _from_clause(
+    helo: str | None, literal: str | None, client_name: str | None = None, named: bool = False
+) -> str:
+    """``named``: a name was looked up, so its absence is written ``unknown``."""
+    if literal is None:
+        tcp_info = ""
+    else:
+        name = host_name(client_name) if client_name is not None else None
+        if name is None and named:
+            name = "unknown"
+        tcp_info = f" ({name} {literal})" if name is not None else f" ({literal})"
     if not helo:
         return f"unknown{tcp_info}"
     domain = trace_domain(helo)
@@ -233,8 +260,14 @@ def received_header(
     """The folded header, ending in CRLF, ready to prepend to the message."""
     literal = address_literal(session.client.host)
     atom = id_atom(envelope.id)
+    if session.client_name_looked_up:
+        from_clause = _from_clause(session.helo_name, literal, session.client_name, True)
+    else:
+        xclient = session.xclient
+        name = xclient.name if xclient is not None and isinstance(xclient.name, str) else None
+        from_clause = _from_clause(session.helo_name, literal, name)
     lines = [
-        f"Received: from {_from_clause(session.helo_name, literal)}",
+        f"Received: from {from_clause}",
         f"\tby {_by_clause(session.hostname)} with {protocol_name(session, envelope)}"
         + (f" id {atom}" if atom else ""),
     ]

@@ -7,6 +7,10 @@ import ssl
 import pytest
 import trustme
 
+# For tests that run pytest itself (the plugin's, in tests/test_pytest_plugin.py). The
+# smtpd_trio plugin is not named here: installing the package registers it (entry point).
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:

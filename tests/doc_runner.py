@@ -5,15 +5,17 @@
 - **Every** ````python`` block of a page runs, in page order, in one namespace per page (a page
   is a module), so a block may use what an earlier block of the same page defined. What a block
   prints and what the ``smtpd_trio`` loggers say at ERROR are recorded; an ERROR fails it.
-- **``trio.run(...)`` really runs the program**, with a few things redirected so that nothing
-  depends on this machine: every listener the program opens (``serve_smtp``,
-  ``open_smtp_listeners``) is bound to 127.0.0.1 on a free port, whatever address and port the
-  example names (the requested ones are recorded); a certificate, key or CA file the example
-  names that does not exist here is replaced by a throwaway one. Once the program is serving,
-  a real SMTP client connects to each server over TCP and holds a short conversation (or checks
-  that a PROXY listener refuses it, when 127.0.0.1 is not a trusted proxy). Then the program is
-  stopped: with SIGTERM if it listens for SIGTERM (it must then finish by itself: a graceful
-  shutdown), otherwise by cancelling it. A program that returns by itself is fine too.
+- **``trio.run(...)`` really runs the program** (and so does ``smtpd_trio.run(...)``), with a
+  few things redirected so that nothing depends on this machine: every listener the program
+  opens (``serve_smtp``, ``open_smtp_listeners``, ``smtpd_trio.run``) is bound to 127.0.0.1 on
+  a free port, whatever address and port the example names (the requested ones are recorded);
+  a certificate, key or CA file the example names that does not exist here is replaced by a
+  throwaway one. Once the program is serving, a real SMTP client connects to each server over
+  TCP and holds a short conversation (or checks that a PROXY listener refuses it, when
+  127.0.0.1 is not a trusted proxy). Then the program is stopped: with SIGTERM if it listens
+  for SIGTERM (it must then finish by itself: a graceful shutdown), otherwise by cancelling
+  it. A program that returns by itself is fine too. A ``ServerThread``'s own ``trio.run``, in
+  its thread, is left alone (but its listeners too are on a free port of 127.0.0.1).
 - **``async def test_*`` functions** a block defines are run as pytest-trio would run them. The
   only fixture on offer is ``autojump_clock`` (a ``trio.testing.MockClock`` that jumps ahead
   whenever every task is waiting); asking for any other fails, as it would for a reader.
@@ -41,6 +43,7 @@ import re
 import signal
 import ssl
 import sys
+import threading
 import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
@@ -54,7 +57,9 @@ import trio.testing
 import trustme
 
 import smtpd_trio
+import smtpd_trio.runner
 import smtpd_trio.server
+import smtpd_trio.thread
 from smtpd_trio import Handler, SMTPServer, listener_port
 from smtpd_trio.config import UntrustedPeers
 from smtpd_trio.testing import ClientReply, TestClient, dot_stuff, open_test_session
@@ -315,7 +320,8 @@ class World:
             backlog: int | None = None,
             reuse_port: bool = False,
         ) -> list[trio.SocketListener]:
-            world.requested.append((port, host))
+            if in_main_thread():  # a ServerThread's are not the program's
+                world.requested.append((port, host))
             return await real_open(0, host="127.0.0.1", backlog=backlog)
 
         async def serve(
@@ -324,6 +330,10 @@ class World:
             *,
             task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
         ) -> None:
+            if not in_main_thread():  # a ServerThread's: not the program's
+                await real_serve(server, listeners, task_status=task_status)
+                return
+
             def started() -> None:
                 world.serving.append((server, listeners))
                 world.changed.set()
@@ -367,6 +377,8 @@ class World:
             patch.setattr(trio, "run", self.run_program)
             patch.setattr(smtpd_trio.server, "open_smtp_listeners", open_smtp_listeners)
             patch.setattr(smtpd_trio, "open_smtp_listeners", open_smtp_listeners)
+            patch.setattr(smtpd_trio.runner, "open_smtp_listeners", open_smtp_listeners)
+            patch.setattr(smtpd_trio.thread, "open_smtp_listeners", open_smtp_listeners)
             patch.setattr(SMTPServer, "serve", serve)
             patch.setattr(trio, "open_signal_receiver", open_signal_receiver)
             patch.setattr(ssl.SSLContext, "load_cert_chain", load_cert_chain)
@@ -376,7 +388,9 @@ class World:
     def run_program(
         self, async_fn: Callable[..., Awaitable[T]], *args: object, **options: Any
     ) -> T:
-        """``trio.run`` as the examples see it."""
+        """``trio.run`` as the examples see it (in a ServerThread's thread, the real one)."""
+        if not in_main_thread():
+            return self.real_trio_run(async_fn, *args, **options)  # type: ignore[no-any-return]
         program = ProgramRun()
         self.run.programs.append(program)
         self.requested.clear()
@@ -445,6 +459,10 @@ class World:
         else:
             check_conversation(talk, f"the server on port {port}")
         return Visit(server, list(self.requested), port, talk)
+
+
+def in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 # ---- pages -----------------------------------------------------------------------------------

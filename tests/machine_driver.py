@@ -147,11 +147,25 @@ def smtp_settings(**options: Any) -> SMTPSettings:
 
 
 def new_run(
-    *, stream_body: bool = False, budget: MemoryBudget | None = None, **options: Any
+    *,
+    stream_body: bool = False,
+    budget: MemoryBudget | None = None,
+    xclient: bool = False,
+    xforward: bool = False,
+    expn: bool = False,
+    **options: Any,
 ) -> Run:
-    """A machine greeted with the default 220 (the banner is kept apart from the output)."""
+    """A machine greeted with the default 220 (the banner is kept apart from the output);
+    ``budget``: the memory budget for message text; ``xclient``/``xforward``: the client may
+    send XCLIENT/XFORWARD; ``expn``: the handler answers EXPN."""
     m = SMTPMachine(
-        smtp_settings(**options), session_id="t", stream_body=stream_body, budget=budget
+        smtp_settings(**options),
+        session_id="t",
+        stream_body=stream_body,
+        budget=budget,
+        xclient=xclient,
+        xforward=xforward,
+        expn=expn,
     )
     event = m.next_event()
     assert isinstance(event, Connect), event

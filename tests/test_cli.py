@@ -126,8 +126,8 @@ def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
         ),
         (
             ["--ignored-host", "unix"],
-            "argument --ignored-host: 'unix' is not an address or network (UNIX-socket clients "
-            "are never limited or ignored by address)",
+            "argument --ignored-host: 'unix' is not an address or network (it is for "
+            "--trusted-proxy, with --unix)",
         ),
         (["--unix-mode", "660"], "--unix-mode needs --unix"),
         (
@@ -159,6 +159,19 @@ def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
             ["--ignored-host", "192.0.2.1/24"],
             "argument --ignored-host: '192.0.2.1/24' has host bits set (did you mean "
             "192.0.2.0/24?)",
+        ),
+        (
+            ["--xclient", "nginx.internal"],
+            "argument --xclient: 'nginx.internal' is not an address or CIDR network",
+        ),
+        (
+            ["--xforward", "10.0.0.1/8"],
+            "argument --xforward: '10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)",
+        ),
+        (
+            ["--xclient", "unix"],
+            "argument --xclient: 'unix' is not an address or network (it is for "
+            "--trusted-proxy, with --unix)",
         ),
         (
             ["--handler", "nope"],
@@ -773,3 +786,89 @@ def test_lmtp_option_sets_the_config() -> None:
     config = _config(build_parser().parse_args(["--lmtp"]))
     assert config.lmtp
     assert config.smtp.greeting.text.endswith(" LMTP smtpd-trio ready")
+
+
+# ---- XCLIENT and XFORWARD ---------------------------------------------------------------------
+
+
+def test_xclient_and_xforward_flags_set_their_networks() -> None:
+    argv = ["--xclient", "10.0.1.0/24", "--xclient", "2001:db8::25", "--xforward", "127.0.0.1"]
+    config = _config(build_parser().parse_args(argv))
+    assert [str(n) for n in config.xclient_hosts] == ["10.0.1.0/24", "2001:db8::25/128"]
+    assert [str(n) for n in config.xforward_hosts] == ["127.0.0.1/32"]
+    default = _config(build_parser().parse_args([]))
+    assert not default.xclient_hosts
+    assert not default.xforward_hosts
+
+
+def test_xclient_from_the_command_line() -> None:
+    with cli_server("--handler", "sink", "--xclient", "127.0.0.1") as server:
+        with server.connect() as smtp:
+            code, text = smtp.ehlo("proxy.test")
+            assert code == 250
+            assert b"XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT" in text
+            assert b"XFORWARD" not in text
+            assert smtp.docmd("XCLIENT", "ADDR=192.0.2.7 NAME=client.test")[0] == 220
+            assert smtp.docmd("XFORWARD", "ADDR=192.0.2.7")[0] == 550
+            line = server.wait_for("XCLIENT from 127.0.0.1:")
+        status = server.stop()
+    assert status == 0
+    assert line.endswith("client 192.0.2.7 (name=client.test helo=None login=None)")
+
+
+# ---- the extensions: DSN, REQUIRETLS, reverse DNS ----------------------------------------------
+
+
+def test_extensions_are_off_unless_asked_for() -> None:
+    config = _config(build_parser().parse_args([]))
+    assert (config.dsn, config.requiretls, config.reverse_dns) == (False, False, False)
+    assert config.reverse_dns_timeout == 2.0
+
+
+def test_extension_flags_set_their_config_fields() -> None:
+    config = _config(
+        build_parser().parse_args(["--dsn", "--reverse-dns", "--reverse-dns-timeout", "0.5"])
+    )
+    assert config.dsn
+    assert config.reverse_dns
+    assert config.reverse_dns_timeout == 0.5
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--requiretls"], "--requiretls needs --tls-cert"),
+        (["--reverse-dns-timeout", "1"], "--reverse-dns-timeout needs --reverse-dns"),
+        (
+            ["--reverse-dns", "--reverse-dns-timeout", "0"],
+            "argument --reverse-dns-timeout: must be a positive number of seconds: '0'",
+        ),
+    ],
+)
+def test_extension_flags_that_need_another(args: list[str], line: str) -> None:
+    assert assert_one_line_error(args) == f"smtpd-trio: error: {line}"
+
+
+def test_real_run_with_dsn_and_reverse_dns(tmp_path: Path) -> None:
+    """DSN parameters pass, the EHLO says DSN and LIMITS, and the Received header names the
+    client as the system resolver finds 127.0.0.1 (or "unknown")."""
+    maildir = tmp_path / "box"
+    args = ("--handler", f"maildir:{maildir}", "--dsn", "--reverse-dns", "--max-recipients", "5")
+    with cli_server(*args) as server:
+        with server.connect() as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("dsn")
+            assert smtp.esmtp_features["limits"] == "RCPTMAX=5 MAILMAX=10000"
+            refused = smtp.sendmail(
+                "a@example.com",
+                ["b@example.org"],
+                b"Subject: dsn\r\n\r\nx\r\n",
+                mail_options=["RET=HDRS", "ENVID=QQ314159"],
+                rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;b@example.org"],
+            )
+            assert refused == {}
+        server.wait_for("accepted")
+        assert server.stop() == 0
+    (stored,) = list((maildir / "new").iterdir())
+    received = email.message_from_bytes(stored.read_bytes())["Received"]
+    assert re.search(r"from client\.example \((localhost|unknown) \[127\.0\.0\.1\]\)", received)

@@ -1,6 +1,6 @@
-"""``python -m smtpd_trio`` with --tls-cert, --tls-key, --implicit-tls, --require-tls and --auth:
-bad files and combinations exit 2 with one line naming the option and the file; a real run
-delivers over STARTTLS + AUTH."""
+"""``python -m smtpd_trio`` with --tls-cert, --tls-key, --implicit-tls, --require-tls,
+--requiretls and --auth: bad files and combinations exit 2 with one line naming the option and
+the file; a real run delivers over STARTTLS + AUTH, and one with REQUIRETLS."""
 
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGTERM")
 
 USER = "alice"
 PASSWORD = "cli-Pa55word"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +48,6 @@ def pem_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[
         )
     )
     return files
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def test_tls_key_without_cert(pem_files: dict[str, Path]) -> None:
@@ -150,7 +138,7 @@ def test_auth_needs_tls() -> None:
     assert "secret" not in line
 
 
-@pytest.mark.parametrize("flag", ["--implicit-tls", "--require-tls"])
+@pytest.mark.parametrize("flag", ["--implicit-tls", "--require-tls", "--requiretls"])
 def test_tls_policies_need_a_cert(flag: str) -> None:
     assert assert_one_line_error([flag]) == f"smtpd-trio: error: {flag} needs --tls-cert"
 
@@ -212,3 +200,27 @@ def test_real_run_implicit_tls(
     (stored,) = list((maildir / "new").iterdir())
     received = email.message_from_bytes(stored.read_bytes())["Received"]
     assert " with ESMTPSA id " in received
+
+
+def test_real_run_requiretls_after_starttls(
+    pem_files: dict[str, Path], client_ctx: ssl.SSLContext, tmp_path: Path
+) -> None:
+    maildir = tmp_path / "box"
+    args = ["--tls-cert", str(pem_files["combined"]), "--requiretls"]
+    with cli_server(*args, "--handler", f"maildir:{maildir}") as server:
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=10) as s:
+            s.ehlo()
+            assert not s.has_extn("requiretls")
+            assert s.mail("roger@example.org", ["REQUIRETLS"])[0] == 530
+            s.starttls(context=client_ctx)
+            s.ehlo()
+            assert s.has_extn("requiretls")
+            message = b"Subject: REQUIRETLS\r\n\r\nx\r\n"
+            refused = s.sendmail(
+                "roger@example.org", ["editor@example.net"], message, mail_options=["REQUIRETLS"]
+            )
+            assert refused == {}
+        server.wait_for("accepted")
+        assert server.stop() == 0
+    (stored,) = list((maildir / "new").iterdir())
+    assert stored.read_bytes().endswith(message)

@@ -93,3 +93,17 @@ def test_invalid_values_raise_config_error_naming_the_field(field: str, value: A
 def test_fields_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         Config("mx.example")  # type: ignore[call-arg]
+
+
+def test_xclient_and_xforward_hosts_are_trusted_networks() -> None:
+    config = Config(xclient_hosts=["10.0.0.0/8", "::ffff:192.0.2.7"], xforward_hosts=["unix"])
+    assert "10.1.2.3" in config.xclient_hosts
+    assert "192.0.2.7" in config.xclient_hosts  # IPv4-mapped entries are IPv4
+    assert "192.0.2.8" not in config.xclient_hosts
+    assert config.xforward_hosts.trust_unix
+    assert not Config().xclient_hosts
+    assert not Config().xforward_hosts
+    with pytest.raises(ConfigError, match="host bits set"):
+        Config(xclient_hosts=["10.0.0.1/8"])
+    with pytest.raises(ConfigError, match="not an address"):
+        Config(xforward_hosts=["mx.example"])

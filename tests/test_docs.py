@@ -81,6 +81,7 @@ tls_and_auth = executed("docs/tls-and-auth.md")
 load_balancers = executed("docs/load-balancers.md")
 proxy_api = executed("docs/proxy-api.md")
 cli = executed("docs/cli.md")
+testing = executed("docs/testing.md")
 
 
 def only_program(run: Any) -> ProgramRun:
@@ -89,7 +90,11 @@ def only_program(run: Any) -> ProgramRun:
 
 
 #: Handler classes that need constructor arguments, driven by the tests below.
-DRIVEN_HERE = {("docs/handler-api.md", "Spool"), ("docs/handler-api.md", "Mailboxes")}
+DRIVEN_HERE = {
+    ("docs/handler-api.md", "Spool"),
+    ("docs/handler-api.md", "Mailboxes"),
+    ("docs/testing.md", "Held"),
+}
 
 
 def test_every_handler_in_the_docs_is_driven() -> None:
@@ -134,9 +139,9 @@ def test_data_blocks_parse(block: Any) -> None:
 
 
 def test_readme_server_serves_its_handler(README: Page) -> None:
-    run = README.run_containing("trio.run(serve_smtp, Inbox())")
+    run = README.run_containing("smtpd_trio.run(Inbox())")
     program = only_program(run)
-    assert program.ended == "cancelled"
+    assert program.ended == "signal"  # SIGTERM: a graceful shutdown, and run() returned
     [visit] = program.visits
     assert visit.requested == [(8025, "127.0.0.1")]  # the defaults: loopback, port 8025
     assert visit.conversation.reply("message").code == 250
@@ -300,6 +305,28 @@ async def test_lmtp_mailboxes_answer_per_recipient(handler_api: Page) -> None:
     ]
     assert len(mailboxes.boxes["ann@example.org"]) == 1
     assert mailboxes.boxes["bob@example.org"] == []
+
+
+async def test_internal_directory(handler_api: Page) -> None:
+    async def authenticator(session: Session, credentials: object) -> str | None:
+        return "alice"
+
+    config = Config(hostname="mx.test", authenticator=authenticator, auth_over_plaintext=True)
+    async with open_test_session(handler_api["InternalDirectory"](), config=config) as client:
+        await client.ehlo()
+        assert (await client.command("VRFY bob")).code == 252
+        reply = await client.command("EXPN staff")
+        assert (reply.code, reply.enhanced) == (550, "5.7.1")
+        assert (await client.auth_plain("alice", "secret")).code == 235
+        reply = await client.command("VRFY Bob")
+        assert reply.lines == ("2.1.5 Bob Smith <bob@example.org>",)
+        reply = await client.command("VRFY carol")
+        assert (reply.code, reply.enhanced) == (550, "5.1.1")
+        reply = await client.command("EXPN Staff")
+        assert reply.lines == (
+            "2.0.0 Alice <alice@example.org>",
+            "2.0.0 Bob Smith <bob@example.org>",
+        )
 
 
 # ---- docs/tls-and-auth.md --------------------------------------------------------------------
@@ -480,6 +507,38 @@ async def test_read_proxy_header(proxy_api: Page, autojump_clock: trio.abc.Clock
     await client.send_all(b"EHLO too early\r\n")
     with pytest.raises(ProxyProtocolError):
         await read_proxy_header(server, "10.0.0.7")
+
+
+# ---- docs/testing.md -------------------------------------------------------------------------
+
+#: The reason given for the examples of the pytest plugin, which only pytest can run.
+RUN_BY_PYTEST = "run with pytest itself, by tests/test_docs.py (it needs the plugin's fixtures)"
+
+
+def test_held_is_driven_by_the_examples_own_test(testing: Page) -> None:
+    run = testing.run_containing("class Held(Collector)")
+    assert run.tests_run == ["test_no_250_before_the_message_is_stored"]
+
+
+def test_server_thread_example_ran(testing: Page) -> None:
+    run = testing.run_containing("def test_welcome_mail()")
+    assert run.tests_run == ["test_welcome_mail"]
+
+
+def test_plugin_examples_pass_under_pytest(pytester: pytest.Pytester) -> None:
+    """The examples that use the plugin's fixtures, each a test module, in a pytest run of
+    their own (with pytest-trio in Trio mode, as the page's setup says)."""
+    blocks = [
+        block
+        for block in blocks_of(ROOT / "docs" / "testing.md", frozenset({"python"}))
+        if block.directive == ("skip", RUN_BY_PYTEST)
+    ]
+    assert len(blocks) == 2
+    for number, block in enumerate(blocks):
+        pytester.makepyfile(**{f"test_example_{number}": block.text})
+    pytester.makeini("[pytest]\ntrio_mode = true\naddopts = --strict-markers\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
 
 
 # ---- docs/cli.md -----------------------------------------------------------------------------

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import email
+import re
+import signal
 import smtplib
 import ssl
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -32,11 +36,6 @@ def submission() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def pem(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("submission-pem")
     cert = ca.issue_cert("mx.test", "127.0.0.1")
@@ -44,13 +43,6 @@ def pem(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     cert.cert_chain_pems[0].write_to_path(str(chain))
     cert.private_key_pem.write_to_path(str(key))
     return chain, key
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +170,32 @@ async def test_both_ports_served_at_once(
         await trio.to_thread.run_sync(submit, port_587, client_ctx, False)
         await trio.to_thread.run_sync(submit, port_465, client_ctx, True)
     assert len(list((maildir / "new").iterdir())) == 2
+
+
+def test_the_script_stops_gracefully_on_ctrl_c(pem: tuple[Path, Path], users_file: Path) -> None:
+    # The real program, as the docstring runs it: Ctrl-C (SIGINT) tells a connected idle client
+    # 421 and exits 0, without a traceback.
+    script = Path(__file__).resolve().parent.parent / "examples" / "submission.py"
+    args = ["--cert", str(pem[0]), "--key", str(pem[1]), "--users", str(users_file)]
+    args += ["--submission-port", "0", "--submissions-port", "0", "--maildir", str(pem[0].parent)]
+    with subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            banner = process.stdout.readline()
+            found = re.search(r"127\.0\.0\.1:(\d+) \(STARTTLS\)", banner)
+            assert found, banner
+            with smtplib.SMTP("127.0.0.1", int(found.group(1)), timeout=10) as smtp:
+                assert smtp.ehlo("client.test")[0] == 250
+                process.send_signal(signal.SIGINT)
+                assert smtp.getreply()[0] == 421
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            process.kill()  # a no-op once it has exited
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "SIGINT: shutting down" in stderr

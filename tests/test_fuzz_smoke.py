@@ -107,7 +107,7 @@ def test_framing_covers_the_payload_in_order() -> None:
 
 
 def test_targets_are_found() -> None:
-    assert {"base64", "body", "commands", "proxy", "sasl"} <= set(TARGETS)
+    assert {"base64", "body", "commands", "dsn", "proxy", "sasl"} <= set(TARGETS)
 
 
 @pytest.mark.parametrize("name", TARGETS)

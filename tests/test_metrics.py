@@ -335,6 +335,23 @@ async def test_per_client_and_rate() -> None:
     assert seen.ends() == [CloseReason.QUIT] * 3
 
 
+async def test_a_client_over_its_limit_after_xclient_ends_a_served_session() -> None:
+    # The proxy's connection was accepted and served: it is counted once, as a session that
+    # ended "refused" (its 421), never also as a refused connection.
+    seen = Recording()
+    async with serving(
+        Accepting(), seen, max_connections_per_client=1, xclient_hosts=[BALANCER.host]
+    ) as served:
+        direct = await served.connect(A)
+        proxied = await served.connect(BALANCER)
+        reply = await proxied.command(f"XCLIENT ADDR={A.host}")
+        assert (reply.code, reply.enhanced) == (421, "4.7.0")
+        assert await proxied.at_eof()
+        await direct.command("QUIT")
+    assert seen.refusals() == []
+    assert sorted(seen.ends(), key=str) == [CloseReason.QUIT, CloseReason.REFUSED]
+
+
 async def test_an_early_talker_ends_its_session_as_one() -> None:
     seen = Recording()
     async with serving(Accepting(), seen, greet_pause=3) as served:

@@ -58,6 +58,7 @@ EHLO_REPLY = ClientReply(
         "CHUNKING",
         "BINARYMIME",
         "ENHANCEDSTATUSCODES",
+        "LIMITS RCPTMAX=1000 MAILMAX=10000",
         "HELP",
     ),
 )

@@ -269,6 +269,31 @@ async def test_graceful_shutdown_lets_a_transaction_finish() -> None:
     assert server.active_connections == 0
 
 
+async def test_shutdown_while_a_reply_is_being_sent_ends_the_session_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The 250 to EHLO is still being written (the client is not reading yet) when the
+    # shutdown comes: the session must not then start an idle wait that nothing interrupts.
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    listener = FlakyListener([server_stream], failures=0)
+    handler = Recorder()
+    server = SMTPServer(handler, config=Config(hostname="mx.test", shutdown_timeout=600))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, [listener])
+        client = TestClient(client_stream)
+        assert (await client.read_reply()).code == 220
+        await client.send(b"EHLO c.example\r\n")
+        await trio.testing.wait_all_tasks_blocked()  # the server is blocked sending the 250
+        start = trio.current_time()
+        server.shutdown()
+        assert (await client.read_reply()).code == 250
+        reply = await client.read_reply()
+        assert (reply.code, reply.enhanced) == (421, "4.3.2")
+        assert await client.at_eof()
+    assert trio.current_time() - start < 1  # not the 600 s shutdown deadline
+    assert handler.closed == 1
+
+
 async def test_shutdown_deadline_cancels_a_hanging_handler() -> None:
     handler = Hanging()
     server = SMTPServer(handler, config=Config(hostname="mx.test", shutdown_timeout=0.3))

@@ -70,6 +70,7 @@ def test_ehlo_lists_exactly_the_extensions() -> None:
         b"250-CHUNKING\r\n"
         b"250-BINARYMIME\r\n"
         b"250-ENHANCEDSTATUSCODES\r\n"
+        b"250-LIMITS RCPTMAX=1000 MAILMAX=10000\r\n"
         b"250 HELP\r\n"
     )
     assert run.events == [Hello("client.example", extended=True)]
@@ -78,13 +79,14 @@ def test_ehlo_lists_exactly_the_extensions() -> None:
 
 
 def test_ehlo_without_size_limit_smtputf8_or_chunking() -> None:
-    run = drive(EHLO, max_message_size=None, smtputf8=False, chunking=False)
+    run = drive(EHLO, max_message_size=None, smtputf8=False, max_messages=None, chunking=False)
     assert run.replies[0].lines == (
         "mx.example.org",
         "SIZE",
         "8BITMIME",
         "PIPELINING",
         "ENHANCEDSTATUSCODES",
+        "LIMITS RCPTMAX=1000",
         "HELP",
     )
 

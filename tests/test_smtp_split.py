@@ -1,8 +1,9 @@
 """Split invariance of the whole machine: however the client's bytes are cut into reads (whole,
 at arbitrary points, or one byte at a time), the machine hands out the same events and sends
-the same bytes. Covers commands, pipelining, AUTH exchanges, message text (whole and
-streamed, DATA and BDAT chunks, in SMTP and LMTP), bare CR/LF, over-long command and text lines,
-limits and the error limit.
+the same bytes. Covers commands (with and without DSN and EXPN offered), pipelining, AUTH
+exchanges, message text (whole and streamed, DATA and BDAT chunks, in SMTP and LMTP), bare
+CR/LF, over-long command and text lines, limits and the error limit, and XCLIENT/XFORWARD from
+a client allowed them (and from one that is not).
 
 STARTTLS is left out on purpose: what the client pipelines after it in plaintext is discarded,
 and how much of it arrived before the handshake depends on the reads (by design).
@@ -29,6 +30,7 @@ from smtpd_trio._smtp.events import (
     MessageReceived,
     RcptTo,
     TransactionEnded,
+    XClient,
 )
 from smtpd_trio._smtp.oauth import OAuthBearer, oauthbearer_response
 from smtpd_trio._smtp.replies import Reply
@@ -61,6 +63,10 @@ FRAGMENTS = [
     b"RSET\r\n",
     b"NOOP\r\n",
     b"VRFY someone\r\n",
+    b"EXPN list\r\n",
+    b"MAIL FROM:<a@b.example> RET=HDRS ENVID=x+2By\r\n",
+    b"RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c@d.example\r\n",
+    b"RCPT TO:<c@d.example> NOTIFY=NEVER,DELAY\r\n",
     b"HELP\r\n",
     b"AUTH PLAIN " + b64(b"\0user\0right") + b"\r\n",
     b"AUTH PLAIN " + b64(b"\0user\0wrong") + b"\r\n",
@@ -79,6 +85,16 @@ FRAGMENTS = [
     b"MAIL FROM:<a@b.example>\nRCPT TO:<c@d.example>\r\n",  # a bare LF inside a command
     b"\xff\xfe\r\n",
     b"FROB\r\n",
+    # XCLIENT restarts the session (220), XFORWARD is for the next transaction (250); both
+    # 550 when the client may not, 503 inside a transaction, 501 when malformed.
+    b"XCLIENT ADDR=192.0.2.7 NAME=client.example\r\n",
+    b"XCLIENT HELO=h.example PROTO=ESMTP LOGIN=al+40ice\r\n",
+    b"XCLIENT ADDR=IPV6:2001:db8::1 PORT=[UNAVAILABLE] NAME=[TEMPUNAVAIL]\r\n",
+    b"XCLIENT NAME=refused.example\r\n",  # the policy answers 554
+    b"XCLIENT NAME=bad..name\r\n",
+    b"XFORWARD NAME=up.example ADDR=198.51.100.7 IDENT=4F2A\r\n",
+    b"XFORWARD SOURCE=LOCAL\r\n",
+    b"XFORWARD BOGUS=1\r\n",
     b"QUIT\r\n",
     # CHUNKING: chunks that hold commands, CRLF.CRLF, NUL, bare line ends; the size limit.
     b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n",
@@ -124,6 +140,8 @@ def policy(event: DecisionEvent) -> Reply | None:
     """Decisions that depend only on the event, never on the order of reads."""
     if isinstance(event, RcptTo) and event.address.startswith("no@"):
         return Reply(550, "5.1.1", "No such user")
+    if isinstance(event, XClient) and event.info.name == "refused.example":
+        return Reply(554, "5.7.1", "Not this client")
     return None
 
 
@@ -179,6 +197,9 @@ def normalised(events: list[Event]) -> list[Event]:
     stream_body=st.booleans(),
     bare=st.sampled_from(list(BareLineEndings)),
     max_errors=st.sampled_from([3, 1000]),
+    forwarding=st.booleans(),
+    dsn=st.booleans(),
+    expn=st.booleans(),
     lmtp=st.booleans(),
 )
 def test_the_same_events_and_bytes_however_the_input_is_cut(
@@ -187,11 +208,18 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
     stream_body: bool,
     bare: BareLineEndings,
     max_errors: int,
+    forwarding: bool,
+    dsn: bool,
+    expn: bool,
     lmtp: bool,
 ) -> None:
     options: dict[str, Any] = {
         "lmtp": lmtp,
+        "xclient": forwarding,
+        "xforward": forwarding,
         "stream_body": stream_body,
+        "dsn": dsn,
+        "expn": expn,
         "bare_line_endings": bare,
         "max_errors": max_errors,
         "max_message_size": 200,

@@ -1,8 +1,9 @@
 """The Received: trace header (RFC 5321 §4.4, RFC 3848, RFC 6531).
 
 The exact layout is pinned for ordinary input; for every client-controlled field (HELO name,
-forward-path, client address) and every other Session/Envelope value, a property test checks
-the header against the RFC grammar in tests/received_grammar.py.
+forward-path, client address, the host name XCLIENT forwarded, the client's name from reverse
+DNS) and every other Session/Envelope value, a property test checks the header against the RFC
+grammar in tests/received_grammar.py.
 """
 
 from __future__ import annotations
@@ -20,9 +21,23 @@ from hypothesis import strategies as st
 from received_grammar import REGISTERED_PROTOCOLS, ExtendedDomain, check_one_header_field
 from received_grammar import check_received as check_grammar
 
-from smtpd_trio import Endpoint, Envelope, Session, TLSInfo, received_header
+from smtpd_trio import (
+    Endpoint,
+    Envelope,
+    Session,
+    TLSInfo,
+    Unavailable,
+    XClientInfo,
+    received_header,
+)
 from smtpd_trio._smtp.commands import CommandSyntaxError, parse_helo_name
-from smtpd_trio.trace import address_literal, id_atom, percent_encode, protocol_name
+from smtpd_trio.trace import (
+    address_literal,
+    host_name,
+    id_atom,
+    percent_encode,
+    protocol_name,
+)
 
 WHEN = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 DATE = "Wed, 25 Nov 2026 10:00:00 +0000"
@@ -37,6 +52,9 @@ def session(
     tls: TLSInfo | None = None,
     user: str | None = None,
     lmtp: bool = False,
+    name: str | Unavailable | None = None,
+    client_name: str | None = None,
+    looked_up: bool = False,
 ) -> Session:
     return Session(
         id="abc1",
@@ -48,6 +66,9 @@ def session(
         lmtp=lmtp,
         tls=tls,
         authenticated_as=user,
+        xclient=None if name is None else XClientInfo(name=name, addr=host),
+        client_name=client_name,
+        client_name_looked_up=looked_up,
     )
 
 
@@ -120,6 +141,62 @@ def test_no_tcp_info_without_an_address(host: str) -> None:
     assert address_literal(host) is None
     header = header_of(session(host), envelope("b@example.org"))
     assert header.startswith("Received: from client.example\r\n\tby mx.example.org ")
+
+
+@pytest.mark.parametrize(
+    ("name", "host", "first_line"),
+    [
+        (
+            "mail.client.example",
+            "192.0.2.7",
+            "from client.example (mail.client.example [192.0.2.7])",
+        ),
+        (
+            "Mail.Client.Example.",
+            "2001:db8::7",
+            "from client.example (Mail.Client.Example [IPv6:2001:db8::7])",
+        ),
+        ("my_pc.example", "192.0.2.7", "from client.example ([192.0.2.7])"),  # not a Domain
+        (Unavailable.UNAVAILABLE, "192.0.2.7", "from client.example ([192.0.2.7])"),
+        (Unavailable.TEMPUNAVAIL, "192.0.2.7", "from client.example ([192.0.2.7])"),
+        ("mail.client.example", "unknown", "from client.example"),  # no address: no TCP-info
+        ("a) (b", "192.0.2.7", "from client.example ([192.0.2.7])"),
+        ("10.0.0.1", "192.0.2.7", "from client.example ([192.0.2.7])"),  # could pass for one
+    ],
+)
+def test_the_name_xclient_forwarded(name: str | Unavailable, host: str, first_line: str) -> None:
+    # Postfix's layout, "from HELO (NAME [ADDRESS])", when the name is a Domain.
+    header = header_of(session(host, name=name), envelope("b@example.org"))
+    assert header.startswith(f"Received: {first_line}\r\n\tby mx.example.org ")
+
+
+@pytest.mark.parametrize(
+    ("host", "name", "tcp_info"),
+    [
+        ("192.0.2.1", "mail.example.net", "mail.example.net [192.0.2.1]"),
+        ("192.0.2.1", "Mail.Example.NET.", "Mail.Example.NET [192.0.2.1]"),
+        ("2001:db8::1", "v6.example.net", "v6.example.net [IPv6:2001:db8::1]"),
+        ("192.0.2.1", None, "unknown [192.0.2.1]"),
+        # A PTR record says what its owner likes: anything that is not a host name is unknown.
+        ("192.0.2.1", "evil.example ([10.0.0.1])", "unknown [192.0.2.1]"),
+        ("192.0.2.1", "x;y", "unknown [192.0.2.1]"),
+        ("192.0.2.1", "10.0.0.1", "unknown [192.0.2.1]"),
+        ("192.0.2.1", "a.b\r\nX-Injected: 1", "unknown [192.0.2.1]"),
+        ("192.0.2.1", "b\u00fccher.example", "unknown [192.0.2.1]"),
+    ],
+)
+def test_the_client_name_from_reverse_dns(host: str, name: str | None, tcp_info: str) -> None:
+    header = header_of(session(host, client_name=name, looked_up=True), envelope("b@example.org"))
+    assert header.startswith(f"Received: from client.example ({tcp_info})\r\n")
+
+
+def test_no_client_name_without_a_lookup_or_an_address() -> None:
+    # Not looked up (reverse DNS off): the TCP-info is the address alone, as before.
+    header = header_of(session(client_name="mail.example.net"), envelope("b@example.org"))
+    assert header.startswith("Received: from client.example ([192.0.2.1])\r\n")
+    # No address literal: there is no TCP-info to hold a name.
+    header = header_of(session("", client_name="mail.example.net", looked_up=True), envelope())
+    assert header.startswith("Received: from client.example\r\n\tby ")
 
 
 def test_protocol_names() -> None:
@@ -422,6 +499,15 @@ client_hosts = st.one_of(
 hostnames = st.one_of(
     st.sampled_from(["mx.example.org", "localhost", "mx.example."]), ldh_domain, any_text
 )
+#: What a PTR record may say (reverse DNS; when it is written, the lookup has been made).
+client_names = st.one_of(
+    st.none(),
+    ldh_domain,
+    u_domain,
+    ipv4,
+    st.sampled_from(["unknown", "x ([10.0.0.1])", "a.b\r\nX: 1", "host.123", "mx.example."]),
+    any_text,
+)
 ids = st.one_of(st.builds("{:x}-{}".format, st.integers(0, 2**32), st.integers(1, 99999)), any_text)
 times = st.one_of(
     st.none(),
@@ -438,6 +524,8 @@ times = st.one_of(
     ),
 )
 
+#: A host name a PTR record may well hold, which must be written as it is.
+_PTR_NAME = re.compile(r"(?:[a-z0-9]{1,8}(?:-[a-z0-9]{1,4})?\.)*[a-z]{1,8}(?:-[a-z0-9]{1,4})?\.?")
 _SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9_+-]{1,20}@([a-z0-9]{1,10}\.){1,3}[a-z]{2,6}\Z")
 _SIMPLE_UTF8_ADDRESS = re.compile(
     r"[a-z\u00e0-\u00f6\u0430-\u044f]{1,10}@([a-z\u0430-\u044f]{1,8}\.){1,2}[a-z]{2,5}\Z"
@@ -463,6 +551,9 @@ def _written_helo(helo: str) -> str:
     user=st.none() | any_text,
     id_=ids,
     now=times,
+    name=st.none() | st.sampled_from(list(Unavailable)) | hostnames | any_text,
+    client_name=client_names,
+    looked_up=st.booleans(),
 )
 @example(
     helo="x;y",
@@ -475,6 +566,9 @@ def _written_helo(helo: str) -> str:
     user=None,
     id_="bbd0242.1",
     now=None,
+    name="a [1.2.3.4]",
+    client_name="x ([10.0.0.1])",
+    looked_up=True,
 )
 @example(
     helo="x\x85X-Injected:1",
@@ -487,6 +581,9 @@ def _written_helo(helo: str) -> str:
     user="u",
     id_="a-1",
     now=None,
+    name="mx.example.",
+    client_name="mail.example.net",
+    looked_up=True,
 )
 @example(
     helo="([1.2.3.4])",
@@ -499,6 +596,9 @@ def _written_helo(helo: str) -> str:
     user=None,
     id_="",
     now=None,
+    name=None,
+    client_name=None,
+    looked_up=False,
 )
 def test_every_header_is_well_formed(
     helo: str | None,
@@ -511,9 +611,22 @@ def test_every_header_is_well_formed(
     user: str | None,
     id_: str,
     now: dt.datetime | None,
+    name: str | Unavailable | None,
+    client_name: str | None,
+    looked_up: bool,
 ) -> None:
     info = TLSInfo(version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256") if tls else None
-    sess = session(host, helo=helo, ext=extended, hostname=hostname, tls=info, user=user)
+    sess = session(
+        host,
+        helo=helo,
+        ext=extended,
+        hostname=hostname,
+        tls=info,
+        user=user,
+        name=name,
+        client_name=client_name,
+        looked_up=looked_up,
+    )
     env = envelope(*rcpts, utf8=utf8, id=id_)
 
     header = received_header(sess, env, now=now)
@@ -526,9 +639,27 @@ def test_every_header_is_well_formed(
     event(f"tcp-info: {stamp.from_.tcp_info is not None}")
     event(f"for: {stamp.for_ is not None} (non-ASCII: {not (stamp.for_ or '').isascii()})")
 
-    # The client address is where a reader looks for it, and nothing else is.
+    # The client address is where a reader looks for it, and nothing else is; before it, once
+    # reverse DNS was asked, the client's name as the PTR record gave it, or "unknown"; without
+    # reverse DNS, only a host name that XCLIENT forwarded as the client's name.
     literal = address_literal(host)
-    assert stamp.from_.tcp_info == literal
+    if literal is None:
+        assert stamp.from_.tcp_info is None
+    elif not looked_up:
+        domain = host_name(name) if isinstance(name, str) else None
+        expected = literal if domain is None else f"{domain} {literal}"
+        assert stamp.from_.tcp_info == expected
+    else:
+        assert stamp.from_.tcp_info is not None
+        written_name, _, written = stamp.from_.tcp_info.partition(" ")
+        assert written == literal
+        event(f"client name: {'unknown' if written_name == 'unknown' else 'name'}")
+        if written_name != "unknown" or client_name == "unknown":
+            assert client_name is not None
+            assert written_name == client_name.removesuffix(".")
+            assert not written_name.rpartition(".")[2].isdigit()
+        if client_name and _PTR_NAME.fullmatch(client_name):
+            assert written_name == client_name.removesuffix(".")
     # The HELO name is the from-domain, or a comment that decodes back to it.
     if stamp.from_.domain == "unknown" and helo and helo.lower().rstrip(".") != "unknown":
         assert stamp.comments[0].startswith("helo=")
@@ -568,6 +699,7 @@ def test_every_header_is_well_formed(
         helo is not None
         and re.fullmatch(r"[a-z0-9.-]+", helo)
         and stamp.from_ == ExtendedDomain(helo, literal)
+        and name is None
         and stamp.by == ExtendedDomain(hostname, None)
         and literal is not None
     ):

@@ -17,7 +17,9 @@ from typing import final
 
 import attrs
 
+from .dsn import DSNRequest, Recipient
 from .replies import Reply
+from .xclient import XClientInfo, XForwardInfo
 
 __all__ = [
     "NEED_DATA",
@@ -29,6 +31,7 @@ __all__ = [
     "DecisionEvent",
     "Envelope",
     "Event",
+    "Expand",
     "Hello",
     "MailFrom",
     "MessageChunk",
@@ -41,6 +44,7 @@ __all__ = [
     "TransactionEnded",
     "TransactionOutcome",
     "Verify",
+    "XClient",
 ]
 
 Params = Mapping[str, str | None]
@@ -62,6 +66,9 @@ class Envelope:
     rcpt_tos: tuple[str, ...] = ()
     #: The parameters of each accepted RCPT, in the same order.
     rcpt_params: tuple[Params, ...] = ()
+    #: What XFORWARD said about the message's origin before MAIL (from a client allowed to
+    #: send it), or None. It belongs to this transaction only.
+    xforward: XForwardInfo | None = None
     #: LMTP (RFC 2033): what the message was answered for each recipient, in the order of
     #: ``rcpt_tos``, on the envelope of the transaction's end once the message was answered
     #: (empty before that). Empty in SMTP, where one reply answers for every recipient.
@@ -78,6 +85,28 @@ class Envelope:
         MAIL gave no BODY parameter."""
         value = self.mail_params.get("BODY")
         return value.upper() if value else None
+
+    @property
+    def require_tls(self) -> bool:
+        """True if MAIL carried REQUIRETLS (RFC 8689): the message must only travel on over
+        TLS to servers that offer REQUIRETLS, or be returned."""
+        return "REQUIRETLS" in self.mail_params
+
+    @property
+    def dsn(self) -> DSNRequest:
+        """MAIL's DSN parameters (RFC 3461), parsed: ``ret`` and ``envid`` (None when not
+        given). Computed on each access."""
+        return DSNRequest.from_params(self.mail_params)
+
+    @property
+    def recipients(self) -> tuple[Recipient, ...]:
+        """The accepted recipients with their parameters, and their DSN parameters parsed
+        (``notify``, ``orcpt``). Computed on each access: keep it in a variable."""
+        params = self.rcpt_params
+        return tuple(
+            Recipient.from_params(address, params[i] if i < len(params) else {})
+            for i, address in enumerate(self.rcpt_tos)
+        )
 
 
 class TransactionOutcome(enum.Enum):
@@ -169,6 +198,15 @@ class Verify:
 
 @final
 @attrs.frozen
+class Expand:
+    """*Decision*: EXPN with an argument, when the handler answers EXPN (otherwise EXPN is
+    answered 502 by the machine). The default answer is 252."""
+
+    argument: str
+
+
+@final
+@attrs.frozen
 class Authenticate:
     """*Decision*: a SASL exchange finished; check the credentials and answer with
     ``auth_result(identity)`` (None: 535, after the mechanism's error challenge if it has one),
@@ -179,6 +217,19 @@ class Authenticate:
     #: LOGIN, :class:`~smtpd_trio.auth.BearerCredentials` for OAUTHBEARER and XOAUTH2). Never
     #: shown in repr: it holds a secret.
     credentials: object = attrs.field(repr=False)
+
+
+@final
+@attrs.frozen
+class XClient:
+    """*Decision*: an authorized client sent XCLIENT, and the session restarted for the client
+    it names: the attributes are already in effect (``SessionFacts.xclient``, the HELO name,
+    the identity). Answer with the greeting for that client, as :class:`Connect` (None: the
+    220 banner; a 4xx becomes 421 and closes; a 5xx becomes 554, after which only QUIT is
+    served)."""
+
+    #: Every XCLIENT attribute of the session so far, this command's included.
+    info: XClientInfo
 
 
 # ---- notices ------------------------------------------------------------------------------
@@ -298,7 +349,16 @@ class NeedData(enum.Enum):
 NEED_DATA = NeedData.NEED_DATA
 
 DecisionEvent = (
-    Connect | Hello | MailFrom | RcptTo | MessageReceived | MessageEnd | Verify | Authenticate
+    Connect
+    | Hello
+    | MailFrom
+    | RcptTo
+    | MessageReceived
+    | MessageEnd
+    | Verify
+    | Expand
+    | Authenticate
+    | XClient
 )
 Event = (
     DecisionEvent

@@ -1,10 +1,11 @@
 """What the protocol has established about a connection: one record, written by the machine.
 
 :class:`SessionFacts` is the single source of truth for the facts the SMTP conversation
-establishes (the HELO/EHLO/LHLO name, TLS, the authenticated identity, messages accepted). The state
-machine writes them; everyone else reads them. The handler-facing
-:class:`smtpd_trio.Session` *is* a ``SessionFacts`` (a subclass adding the connection's
-endpoints and the handler's state), so there is nothing to copy and nothing to keep in step.
+establishes (the HELO/EHLO/LHLO name, TLS, the authenticated identity, messages accepted, what
+XCLIENT forwarded). The state machine writes them; everyone else reads them. The
+handler-facing :class:`smtpd_trio.Session` *is* a ``SessionFacts`` (a subclass adding the
+connection's endpoints and the handler's state), so there is nothing to copy and nothing to
+keep in step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any, final
 
 import attrs
+
+from .xclient import XClientInfo
 
 __all__ = ["SessionFacts", "TLSInfo"]
 
@@ -41,11 +44,13 @@ class SessionFacts:
     _tls: TLSInfo | None = None
     _authenticated_as: str | None = None
     _messages_accepted: int = 0
+    _xclient: XClientInfo | None = None
     _lmtp: bool = False
 
     @property
     def helo_name(self) -> str | None:
-        """The HELO/EHLO name, once accepted (forgotten again after STARTTLS)."""
+        """The HELO/EHLO name, once accepted (forgotten again after STARTTLS; after XCLIENT, its
+        ``HELO`` until the client's next HELO/EHLO)."""
         return self._helo_name
 
     @property
@@ -60,13 +65,19 @@ class SessionFacts:
 
     @property
     def authenticated_as(self) -> str | None:
-        """The identity SMTP AUTH established, if any (forgotten after STARTTLS)."""
+        """The identity SMTP AUTH (or XCLIENT ``LOGIN``) established, if any (forgotten after
+        STARTTLS and after an XCLIENT without ``LOGIN``)."""
         return self._authenticated_as
 
     @property
     def messages_accepted(self) -> int:
         """Messages acknowledged with 250 in this session."""
         return self._messages_accepted
+
+    @property
+    def xclient(self) -> XClientInfo | None:
+        """What XCLIENT commands forwarded about the client, or None if none was accepted."""
+        return self._xclient
 
     @property
     def lmtp(self) -> bool:

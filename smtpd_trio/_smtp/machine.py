@@ -1,6 +1,7 @@
 """The SMTP session state machine (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
-ENHANCEDSTATUSCODES, STARTTLS, AUTH, CHUNKING and BINARYMIME), and LMTP (RFC 2033). Sans-IO:
-bytes in, events out; answers in, bytes out.
+ENHANCEDSTATUSCODES, STARTTLS, AUTH, CHUNKING and BINARYMIME; Postfix's XCLIENT and XFORWARD
+for the clients allowed them), and LMTP (RFC 2033). Sans-IO: bytes in, events out; answers in,
+bytes out.
 
 Theory of operation
 -------------------
@@ -40,6 +41,8 @@ States (the mail transaction is the MAIL -> RCPT -> DATA or BDAT part)::
                                        |                                   BDAT <--n octets-+
                                        +-- STARTTLS: TLS_HANDSHAKE, then tls_established()
     READY/CONNECTED --AUTH--> AUTH (SASL responses) --> back
+    READY/CONNECTED --XCLIENT--> the XClient decision, answered like the greeting --> CONNECTED
+                                 (READY if XCLIENT gave HELO)
     a 554 greeting: REFUSED (only QUIT)
     any state --QUIT / too many errors / close()--> CLOSED
 
@@ -64,6 +67,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, final
 
@@ -79,6 +83,7 @@ from .commands import (
     parse_path_and_params,
     split_verb,
 )
+from .dsn import DSNSyntaxError, parse_envid, parse_notify, parse_orcpt, parse_ret
 from .events import (
     NEED_DATA,
     Authenticate,
@@ -89,6 +94,7 @@ from .events import (
     DecisionEvent,
     Envelope,
     Event,
+    Expand,
     Hello,
     MailFrom,
     MessageChunk,
@@ -101,11 +107,13 @@ from .events import (
     TransactionEnded,
     TransactionOutcome,
     Verify,
+    XClient,
 )
 from .facts import SessionFacts, TLSInfo
 from .replies import Reply
 from .sasl import Challenge, SASLError, SASLExchange, decode_response
 from .settings import DEFAULT_MAX_COMMAND_LINE, SMTPSettings
+from .xclient import XClientInfo, XForwardInfo, parse_xclient, parse_xforward
 
 __all__ = ["DEFAULT_MAX_COMMAND_LINE", "MAX_AUTH_LINE", "SMTPMachine", "State"]
 
@@ -159,12 +167,18 @@ _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
     ("AUTH", State.RCPT): replies.AUTH_IN_TRANSACTION,
     ("STARTTLS", State.MAIL): replies.BAD_SEQUENCE,
     ("STARTTLS", State.RCPT): replies.BAD_SEQUENCE,
+    ("XCLIENT", State.MAIL): replies.TRANSACTION_IN_PROGRESS,
+    ("XCLIENT", State.RCPT): replies.TRANSACTION_IN_PROGRESS,
+    ("XFORWARD", State.MAIL): replies.TRANSACTION_IN_PROGRESS,
+    ("XFORWARD", State.RCPT): replies.TRANSACTION_IN_PROGRESS,
     # Between the chunks of a BDAT message (RFC 3030 §2: DATA after BDAT is a 503).
     ("MAIL", State.BDAT): replies.NESTED_MAIL,
     ("RCPT", State.BDAT): replies.RCPT_AFTER_BDAT,
     ("DATA", State.BDAT): replies.DATA_AFTER_BDAT,
     ("AUTH", State.BDAT): replies.AUTH_IN_TRANSACTION,
     ("STARTTLS", State.BDAT): replies.BAD_SEQUENCE,
+    ("XCLIENT", State.BDAT): replies.TRANSACTION_IN_PROGRESS,
+    ("XFORWARD", State.BDAT): replies.TRANSACTION_IN_PROGRESS,
 }
 
 # LMTP says LHLO where SMTP says HELO/EHLO, and DATA with no successful RCPT is a 503 (RFC 2033
@@ -190,9 +204,9 @@ _LMTP_BDAT_OUT_OF_SEQUENCE: Final[dict[State, Reply]] = {
     State.MAIL: replies.LMTP_NO_VALID_RECIPIENTS,
 }
 
-# Recognised commands this server does not offer: 502. (STARTTLS, AUTH and BDAT when not
+# Recognised commands this server does not offer: 502. (STARTTLS, AUTH, EXPN and BDAT when not
 # configured are answered 502 by their own handlers.)
-_NOT_IMPLEMENTED: Final = frozenset({"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"})
+_NOT_IMPLEMENTED: Final = frozenset({"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"})
 
 #: RFC 4954 §4: a SASL response line may be up to 12288 octets.
 MAX_AUTH_LINE: Final = 12288
@@ -209,8 +223,11 @@ _ANSWERS: Final[dict[type[DecisionEvent], tuple[frozenset[int], str | None, str 
     RcptTo: (frozenset({250, 251}), "2.1.5", "1.0"),
     MessageReceived: (frozenset({250}), "2.0.0", "0.0"),
     MessageEnd: (frozenset({250}), "2.0.0", "0.0"),
-    Verify: (frozenset({250, 251, 252}), "2.0.0", "0.0"),
+    # RFC 5321 §4.3.2: VRFY 250, 251, 252; EXPN 250 (a multi-line list), 252.
+    Verify: (frozenset({250, 251, 252}), "2.0.0", "1.0"),
+    Expand: (frozenset({250, 252}), "2.0.0", "1.0"),
     Authenticate: (frozenset(), None, "7.0"),
+    XClient: (frozenset({220}), None, None),
 }
 
 _WHAT: Final[dict[type[DecisionEvent], str]] = {
@@ -221,7 +238,9 @@ _WHAT: Final[dict[type[DecisionEvent], str]] = {
     MessageReceived: "a message",
     MessageEnd: "a message",
     Verify: "VRFY",
+    Expand: "EXPN",
     Authenticate: "AUTH",
+    XClient: "XCLIENT",
 }
 
 # What the client is told when the session ends for a reason the I/O layer reports.
@@ -275,6 +294,20 @@ def _excerpt(line: bytes) -> str:
 
 _Verb = Callable[["SMTPMachine", "str | None", bytes], "Event | None"]
 
+# MAIL's DSN parameters (RFC 3461 §4.3, §4.4) and their parsers; RCPT's are in _rcpt_params.
+_DSN_MAIL: Final[dict[str, Callable[[str | None], object]]] = {
+    "RET": parse_ret,
+    "ENVID": parse_envid,
+}
+
+
+def _check_dsn(parse: Callable[[str | None], object], value: str | None) -> None:
+    """Validate a DSN parameter: a malformed value is 501 5.5.4 with the parser's text."""
+    try:
+        parse(value)
+    except DSNSyntaxError as exc:
+        raise CommandSyntaxError(replies.syntax_error(str(exc))) from None
+
 
 @final
 class SMTPMachine:
@@ -297,6 +330,7 @@ class SMTPMachine:
         "_discarding",
         "_ended",
         "_exchange",
+        "_expn_offered",
         "_junk",
         "_out",
         "_peer_closed",
@@ -309,6 +343,9 @@ class SMTPMachine:
         "_skip",
         "_transactions",
         "_verbs",
+        "_xclient_ok",
+        "_xforward",
+        "_xforward_ok",
         "envelope",
         "errors",
         "facts",
@@ -327,6 +364,9 @@ class SMTPMachine:
         session_id: str = "s",
         stream_body: bool = False,
         budget: MemoryBudget | None = None,
+        xclient: bool = False,
+        xforward: bool = False,
+        expn: bool = False,
     ) -> None:
         self.settings = settings
         #: The session's facts (HELO name, TLS, identity): written here and nowhere else.
@@ -334,6 +374,8 @@ class SMTPMachine:
         #: Hand out message text in chunks as it arrives (MessageStart, MessageChunk,
         #: MessageEnd) instead of one MessageReceived at the end.
         self.stream_body = stream_body
+        # EXPN is a decision (Expand) for a handler that answers it; otherwise it is 502.
+        self._expn_offered = expn
         #: The server is nearly full (the I/O layer says so): like Postfix under stress, one
         #: protocol error or one junk command (NOOP, RSET, VRFY, HELP) too many ends the
         #: session.
@@ -387,6 +429,11 @@ class SMTPMachine:
         else:
             self._verbs = _VERBS
             self._sequence = _OUT_OF_SEQUENCE
+        # The client may send XCLIENT / XFORWARD (the I/O layer decides, from its address).
+        self._xclient_ok = xclient
+        self._xforward_ok = xforward
+        # What XFORWARD said for the next mail transaction.
+        self._xforward: XForwardInfo | None = None
 
     # ---- facts -----------------------------------------------------------------------------
 
@@ -662,6 +709,13 @@ class SMTPMachine:
                 if value is not None:
                     raise CommandSyntaxError(replies.syntax_error("SMTPUTF8 takes no value"))
                 smtputf8 = True
+            elif key in _DSN_MAIL and settings.dsn:
+                _check_dsn(_DSN_MAIL[key], value)
+            elif key == "REQUIRETLS" and settings.requiretls:
+                if value is not None:
+                    raise CommandSyntaxError(replies.syntax_error("REQUIRETLS takes no value"))
+                if not self.tls_active:
+                    return self._error(replies.TLS_REQUIRED, raw)
             else:
                 raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
         if not smtputf8 and not address.isascii():
@@ -679,12 +733,24 @@ class SMTPMachine:
             bad_address=replies.BAD_RECIPIENT_ADDRESS,
         )
         if params:
-            raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
+            self._rcpt_params(params, envelope.smtputf8)
         if not address.isascii() and not envelope.smtputf8:
             return self._refused(replies.NON_ASCII_ADDRESS, raw)
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return self._refused(replies.TOO_MANY_RECIPIENTS, raw)
         return self._decide(RcptTo(envelope, address, params))
+
+    def _rcpt_params(self, params: Mapping[str, str | None], smtputf8: bool) -> None:
+        """RCPT's parameters: with DSN offered, NOTIFY and ORCPT (RFC 3461; ``utf-8`` ORCPT
+        addresses, RFC 6533, in SMTPUTF8 transactions); nothing else."""
+        dsn = self.settings.dsn
+        for key, value in params.items():
+            if key == "NOTIFY" and dsn:
+                _check_dsn(parse_notify, value)
+            elif key == "ORCPT" and dsn:
+                _check_dsn(functools.partial(parse_orcpt, utf8=smtputf8), value)
+            else:
+                raise CommandSyntaxError(replies.PARAM_NOT_RECOGNIZED)
 
     def _refused(self, reply: Reply, raw: bytes) -> Event:
         """A limit or policy refusal of MAIL/RCPT (552, 452, 553): answered and reported, but
@@ -727,6 +793,7 @@ class SMTPMachine:
         if junk is not None:
             return junk
         self._reply(replies.RESET_OK)
+        self._xforward = None
         if self.envelope is None:
             return None
         self._end_transaction(TransactionOutcome.RESET)
@@ -741,7 +808,8 @@ class SMTPMachine:
     def _help(self, arg: str | None, raw: bytes) -> Event | None:
         junk = self._junk_limit_reached(raw)
         if junk is None:
-            self._reply(self.settings.help_reply)
+            settings = self.settings
+            self._reply(settings.help_reply_expn if self._expn_offered else settings.help_reply)
         return junk
 
     def _quit(self, arg: str | None, raw: bytes) -> Event | None:
@@ -755,6 +823,13 @@ class SMTPMachine:
         if arg is None:
             return self._error(replies.syntax_error("VRFY requires an argument"), raw)
         return self._junk_limit_reached(raw) or self._decide(Verify(arg))
+
+    def _expn(self, arg: str | None, raw: bytes) -> Event:
+        if not self._expn_offered:
+            return self._error(replies.NOT_IMPLEMENTED, raw)
+        if arg is None:
+            return self._error(replies.syntax_error("EXPN requires an argument"), raw)
+        return self._junk_limit_reached(raw) or self._decide(Expand(arg))
 
     # ---- STARTTLS (RFC 3207) ---------------------------------------------------------------
 
@@ -895,6 +970,46 @@ class SMTPMachine:
             return
         self.facts._authenticated_as = identity
         self._reply(replies.AUTH_SUCCEEDED)
+
+    # ---- XCLIENT and XFORWARD (Postfix's XCLIENT_README and XFORWARD_README) ---------------
+
+    def _xclient(self, arg: str | None, raw: bytes) -> Event:
+        """XCLIENT: the session restarts for the client it names (out of a transaction: the
+        sequence table answers 503 inside one)."""
+        if not self._xclient_ok:
+            return self._error(replies.NOT_AUTHORIZED, raw)
+        given = parse_xclient(arg)  # 501 if malformed: nothing changes
+        # A port belongs to its address: a new address without one has no known port.
+        if "addr" in given:
+            given.setdefault("port", None)
+        if "destaddr" in given:
+            given.setdefault("destport", None)
+        info = attrs.evolve(self.facts._xclient or XClientInfo(), **given)
+        self._restart(info, given)
+        return self._decide(XClient(info))
+
+    def _restart(self, info: XClientInfo, given: Mapping[str, object]) -> None:
+        """Back to the greeting stage for the client XCLIENT named, as Postfix does: HELO/EHLO,
+        PROTO and the authenticated identity are forgotten unless this command gave them
+        (``[UNAVAILABLE]`` gives nothing); TLS stays (it cannot be undone), and so do the
+        input already received and the session's counters."""
+        facts = self.facts
+        facts._xclient = info
+        helo = given.get("helo")
+        facts._helo_name = helo if isinstance(helo, str) else None
+        facts._extended = given.get("proto") == "ESMTP"
+        login = given.get("login")
+        facts._authenticated_as = login if isinstance(login, str) else None
+        self._xforward = None
+
+    def _xforward_cmd(self, arg: str | None, raw: bytes) -> Event | None:
+        """XFORWARD: facts about the next mail transaction's origin; 250, nothing else."""
+        if not self._xforward_ok:
+            return self._error(replies.NOT_AUTHORIZED, raw)
+        given = parse_xforward(arg)  # 501 if malformed: nothing changes
+        self._xforward = attrs.evolve(self._xforward or XForwardInfo(), **given)
+        self._reply(replies.OK)
+        return None
 
     # ---- the message -----------------------------------------------------------------------
 
@@ -1147,7 +1262,7 @@ class SMTPMachine:
         event = self._pending
         if event is None:
             raise RuntimeError("no decision is pending")
-        if type(event) is Connect:
+        if type(event) is Connect or type(event) is XClient:
             self.respond(replies.GREETING_TIMED_OUT if timed_out else replies.GREETING_FAILED)
         elif type(event) is Authenticate:
             self._pending = None
@@ -1176,16 +1291,28 @@ class SMTPMachine:
             facts._helo_name = event.name
             facts._extended = event.extended
             self.state = State.READY
+            self._xforward = None
             settings = self.settings
-            reply = settings.ehlo_reply(self.tls_active) if event.extended else settings.helo_reply
+            if not event.extended:
+                reply = settings.helo_reply
+            elif self._xclient_ok or self._xforward_ok:
+                reply = settings.ehlo_reply(
+                    self.tls_active, xclient=self._xclient_ok, xforward=self._xforward_ok
+                )
+            else:
+                reply = settings.ehlo_reply(self.tls_active)
         self._reply(reply)
 
     def _answer_mail(self, event: MailFrom, reply: Reply | None) -> None:
         if reply is None or reply.is_positive:
             self._transactions += 1
             self.envelope = Envelope(
-                f"{self._session_id}-{self._transactions}", event.address, event.params
+                f"{self._session_id}-{self._transactions}",
+                event.address,
+                event.params,
+                xforward=self._xforward,
             )
+            self._xforward = None
             self.state = State.MAIL
         self._reply(reply or replies.SENDER_OK)
 
@@ -1198,6 +1325,7 @@ class SMTPMachine:
                 e.mail_params,
                 (*e.rcpt_tos, event.address),
                 (*e.rcpt_params, event.params),
+                e.xforward,
             )
             self.state = State.RCPT
         self._reply(reply or replies.RECIPIENT_OK)
@@ -1245,10 +1373,20 @@ class SMTPMachine:
     def _answer_verify(self, event: DecisionEvent, reply: Reply | None) -> None:
         self._reply(reply or replies.VRFY_CANNOT)
 
+    def _answer_expand(self, event: DecisionEvent, reply: Reply | None) -> None:
+        self._reply(reply or replies.EXPN_CANNOT)
+
     def _answer_auth(self, event: DecisionEvent, reply: Reply | None) -> None:
         assert reply is not None  # _checked lets only refusals through
         self._exchange = None
         self._auth_refused(reply)
+
+    def _answer_xclient(self, event: XClient, reply: Reply | None) -> None:
+        # The greeting of the client XCLIENT named; its HELO, if it gave one, stands for the
+        # client's HELO/EHLO (XCLIENT_README: the attributes it sent are not reset).
+        self._answer_connect(event, reply)
+        if self.state is State.CONNECTED and self.facts._helo_name is not None:
+            self.state = State.READY
 
 
 _VERBS: Final[dict[str, _Verb]] = {
@@ -1262,9 +1400,12 @@ _VERBS: Final[dict[str, _Verb]] = {
     "NOOP": SMTPMachine._noop,
     "QUIT": SMTPMachine._quit,
     "VRFY": SMTPMachine._vrfy,
+    "EXPN": SMTPMachine._expn,
     "HELP": SMTPMachine._help,
     "STARTTLS": SMTPMachine._starttls,
     "AUTH": SMTPMachine._auth,
+    "XCLIENT": SMTPMachine._xclient,
+    "XFORWARD": SMTPMachine._xforward_cmd,
 }
 
 # LMTP (RFC 2033 §4.1): LHLO is EHLO under another name; HELO and EHLO are refused.
@@ -1286,5 +1427,7 @@ _RESPONDERS: Final[
     MessageReceived: SMTPMachine._answer_message,
     MessageEnd: SMTPMachine._answer_message,
     Verify: SMTPMachine._answer_verify,
+    Expand: SMTPMachine._answer_expand,
     Authenticate: SMTPMachine._answer_auth,
+    XClient: SMTPMachine._answer_xclient,
 }

@@ -101,6 +101,9 @@ START_DATA: Final = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 VRFY_CANNOT: Final = Reply(
     252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
 )
+EXPN_CANNOT: Final = Reply(
+    252, "2.5.0", "Cannot EXPN list, but will accept message and attempt delivery"
+)
 
 SERVICE_CLOSING_TIMEOUT: Final = Reply(421, "4.4.2", "Timeout, closing connection")
 SERVICE_SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down, closing connection")
@@ -207,6 +210,10 @@ AUTH_IN_TRANSACTION: Final = Reply(503, "5.5.1", "AUTH not permitted during a ma
 TOO_MANY_AUTH_FAILURES: Final = Reply(
     421, "4.7.0", "Too many failed authentication attempts, closing connection"
 )
+
+# XCLIENT and XFORWARD (Postfix's XCLIENT_README and XFORWARD_README)
+NOT_AUTHORIZED: Final = Reply(550, "5.7.0", "Insufficient authorization")
+TRANSACTION_IN_PROGRESS: Final = Reply(503, "5.5.1", "Mail transaction in progress")
 
 
 def syntax_error(text: str) -> Reply:

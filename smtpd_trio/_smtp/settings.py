@@ -15,12 +15,20 @@ import attrs
 from .body import BareLineEndings, NulOctets
 from .replies import Reply
 from .sasl import Mechanism
+from .xclient import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES
 
 __all__ = ["DEFAULT_MAX_COMMAND_LINE", "SMTPSettings"]
 
 #: RFC 5321 §4.5.3.1.4: 512 octets with CRLF, plus what extensions allow: SIZE (RFC 1870, 26),
 #: BODY=8BITMIME (RFC 6152, 14) and SMTPUTF8 (RFC 6531, 10).
 DEFAULT_MAX_COMMAND_LINE: Final = 512 + 26 + 14 + 10
+
+#: What the DSN parameters (RFC 3461) add to a command line: on RCPT, `` NOTIFY=`` and the
+#: longest list (29) and `` ORCPT=`` with its 500 characters (506); more than MAIL's
+#: `` RET=HDRS ENVID=`` with 100 characters (116).
+DSN_COMMAND_LINE: Final = 29 + 506
+#: `` REQUIRETLS`` (RFC 8689) on MAIL.
+REQUIRETLS_COMMAND_LINE: Final = 11
 
 
 def _mechanisms(value: Iterable[Mechanism]) -> tuple[Mechanism, ...]:
@@ -49,7 +57,7 @@ class SMTPSettings:
     max_messages: int | None = 10_000
     #: Command lines per session; None: no cap.
     max_commands: int | None = 100_000
-    #: NOOP, RSET, VRFY and HELP commands per session (Postfix's smtpd_junk_command_limit);
+    #: NOOP, RSET, VRFY, EXPN and HELP commands per session (Postfix's smtpd_junk_command_limit);
     #: None: no cap.
     max_junk_commands: int | None = 100
     smtputf8: bool = True
@@ -66,16 +74,26 @@ class SMTPSettings:
     auth_over_plaintext: bool = False
     auth_required: bool = False
     max_auth_failures: int = 3
+    #: DSN (RFC 3461) is offered: RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT.
+    dsn: bool = False
+    #: REQUIRETLS (RFC 8689) is offered under TLS.
+    requiretls: bool = False
 
     # Derived once from the fields above.
     mechanisms: Mapping[str, Mechanism] = attrs.field(init=False, repr=False, eq=False)
     greeting: Reply = attrs.field(init=False, repr=False, eq=False)
     helo_reply: Reply = attrs.field(init=False, repr=False, eq=False)
     help_reply: Reply = attrs.field(init=False, repr=False, eq=False)
+    #: HELP's answer when a handler answers EXPN.
+    help_reply_expn: Reply = attrs.field(init=False, repr=False, eq=False)
     #: The values MAIL's BODY parameter may take (RFC 6152, and BINARYMIME with CHUNKING).
     body_types: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
     _ehlo_plain: Reply = attrs.field(init=False, repr=False, eq=False)
     _ehlo_tls: Reply = attrs.field(init=False, repr=False, eq=False)
+    # For the sessions allowed XCLIENT or XFORWARD: (tls_active, xclient, xforward) -> reply.
+    _ehlo_forwarding: Mapping[tuple[bool, bool, bool], Reply] = attrs.field(
+        init=False, repr=False, eq=False
+    )
 
     def __attrs_post_init__(self) -> None:
         mechanisms = {m.name.upper(): m for m in self.auth_mechanisms}
@@ -86,11 +104,25 @@ class SMTPSettings:
             "greeting": Reply(220, None, f"{self.hostname} {self.banner}"),
             "helo_reply": Reply(250, None, self.hostname),
             "help_reply": Reply(214, "2.0.0", "Commands: " + " ".join(self.commands())),
+            "help_reply_expn": Reply(
+                214, "2.0.0", "Commands: " + " ".join(self.commands(expn=True))
+            ),
             "body_types": frozenset(
                 ("7BIT", "8BITMIME", "BINARYMIME") if self.chunking else ("7BIT", "8BITMIME")
             ),
             "_ehlo_plain": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(False))),
             "_ehlo_tls": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(True))),
+            "_ehlo_forwarding": {
+                (tls, xclient, xforward): Reply(
+                    250,
+                    None,
+                    self.hostname,
+                    tuple(self.ehlo_keywords(tls, xclient=xclient, xforward=xforward)),
+                )
+                for tls in (False, True)
+                for xclient in (False, True)
+                for xforward in (False, True)
+            },
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
@@ -99,8 +131,11 @@ class SMTPSettings:
         """AUTH is offered under TLS, or without it when ``auth_over_plaintext``."""
         return bool(self.auth_mechanisms) and (tls_active or self.auth_over_plaintext)
 
-    def ehlo_keywords(self, tls_active: bool) -> list[str]:
-        """The extensions advertised in the EHLO reply."""
+    def ehlo_keywords(
+        self, tls_active: bool, *, xclient: bool = False, xforward: bool = False
+    ) -> list[str]:
+        """The extensions advertised in the EHLO reply (XCLIENT and XFORWARD only to the
+        clients allowed to use them)."""
         keywords = [f"SIZE {self.max_message_size}" if self.max_message_size else "SIZE"]
         keywords.append("8BITMIME")
         if self.smtputf8:
@@ -113,14 +148,36 @@ class SMTPSettings:
             keywords.append("STARTTLS")
         if self.auth_offered(tls_active):
             keywords.append("AUTH " + " ".join(m.name.upper() for m in self.auth_mechanisms))
+        if self.dsn:
+            keywords.append("DSN")
+        if self.requiretls and tls_active:
+            keywords.append("REQUIRETLS")
+        keywords.append(self.limits_keyword())
+        if xclient:
+            keywords.append(" ".join(("XCLIENT", *XCLIENT_ATTRIBUTES)))
+        if xforward:
+            keywords.append(" ".join(("XFORWARD", *XFORWARD_ATTRIBUTES)))
         keywords.append("HELP")
         return keywords
 
-    def commands(self) -> list[str]:
-        """The commands HELP lists."""
+    def commands(self, *, expn: bool = False) -> list[str]:
+        """The commands HELP lists (EXPN when a handler answers it)."""
         hello = ["LHLO"] if self.lmtp else ["HELO", "EHLO"]
         data = ["DATA", "BDAT"] if self.chunking else ["DATA"]
-        return [*hello, "MAIL", "RCPT", *data, "RSET", "NOOP", "QUIT", "VRFY", "HELP"]
+        verify = ["VRFY", "EXPN"] if expn else ["VRFY"]
+        return [*hello, "MAIL", "RCPT", *data, "RSET", "NOOP", "QUIT", *verify, "HELP"]
 
-    def ehlo_reply(self, tls_active: bool) -> Reply:
+    def limits_keyword(self) -> str:
+        """LIMITS (RFC 9422) with the limits in force: recipients per transaction, and mail
+        transactions per session unless that is not capped."""
+        limits = f"LIMITS RCPTMAX={self.max_recipients}"
+        if self.max_messages is not None:
+            limits += f" MAILMAX={self.max_messages}"
+        return limits
+
+    def ehlo_reply(
+        self, tls_active: bool, *, xclient: bool = False, xforward: bool = False
+    ) -> Reply:
+        if xclient or xforward:
+            return self._ehlo_forwarding[(tls_active, xclient, xforward)]
         return self._ehlo_tls if tls_active else self._ehlo_plain

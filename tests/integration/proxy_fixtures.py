@@ -44,15 +44,21 @@ STOP_GRACE = 3.0
 CLIENT_DEADLINE = 8.0
 
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+NGINX_MAIL_MODULE = "/usr/lib/nginx/modules/ngx_mail_module.so"
 
 T = TypeVar("T")
 
 
 def nginx_has_static_stream(nginx: str) -> bool:
     """True if this nginx was built with the stream module compiled in (not dynamic)."""
+    return nginx_built_with(nginx, "--with-stream")
+
+
+def nginx_built_with(nginx: str, flag: str) -> bool:
+    """True if ``nginx -V`` lists ``flag`` (``--with-mail``: compiled in, not dynamic)."""
     done = subprocess.run([nginx, "-V"], capture_output=True, text=True, check=False)
     flags = (done.stdout + done.stderr).split()
-    return "--with-stream" in flags
+    return flag in flags
 
 
 def free_port(host: str = PROXY_HOST) -> int:
