@@ -20,6 +20,9 @@ socket's group to Postfix: the socket is created 0660)::
 
     mailbox_transport = lmtp:unix:/run/smtpd-trio/lmtp.sock
 
+(Where master.cf runs lmtp chrooted, as Debian's does, an absolute path is taken inside the
+chroot: listen on /var/spool/postfix/private/lmtp.sock and say lmtp:unix:private/lmtp.sock.)
+
 Try it by hand: ``swaks --protocol LMTP --socket /run/smtpd-trio/lmtp.sock --to ann@localhost``.
 """
 
