@@ -25,6 +25,7 @@ from smtpd_trio._smtp.events import (
     Closed,
     DecisionEvent,
     Event,
+    MailFrom,
     MessageChunk,
     MessageEnd,
     MessageReceived,
@@ -238,3 +239,7 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
     # And the session always ends, with well-formed replies (parse_replies checks each line).
     assert isinstance(whole.events[-1], Closed)
     assert whole.codes
+    # Every MAIL is accepted here (the policy refuses only recipients), so every MailFrom
+    # opened a transaction, and each one ended exactly once (BDAT and LMTP included).
+    opened = sum(isinstance(e, MailFrom) for e in whole.events)
+    assert opened == sum(isinstance(e, TransactionEnded) for e in whole.events)
