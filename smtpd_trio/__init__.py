@@ -29,7 +29,16 @@ from .handler import (
 )
 from .handlers.message import MessageHandler
 from .runner import run
-from .server import SMTPServer, listener_port, open_smtp_listeners, serve_smtp
+from .server import (
+    LMTP_PORT,
+    SMTPServer,
+    UnixSocketListener,
+    listener_port,
+    open_smtp_listeners,
+    open_unix_listener,
+    serve_lmtp,
+    serve_smtp,
+)
 from .session import run_session
 from .thread import ServerThread
 from .trace import received_header
@@ -37,6 +46,7 @@ from .trace import received_header
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "LMTP_PORT",
     "BareLineEndings",
     "Config",
     "ConfigError",
@@ -62,13 +72,16 @@ __all__ = [
     "TLSInfo",
     "TransactionOutcome",
     "Unavailable",
+    "UnixSocketListener",
     "XClientInfo",
     "XForwardInfo",
     "__version__",
     "listener_port",
     "open_smtp_listeners",
+    "open_unix_listener",
     "received_header",
     "run",
     "run_session",
+    "serve_lmtp",
     "serve_smtp",
 ]

@@ -44,7 +44,15 @@ from .errors import ConfigError
 from .handler import Handler
 from .handlers import BUILT_IN, from_spec
 from .runner import serve_until_signalled
-from .server import SMTPServer, endpoint_of, open_smtp_listeners
+from .server import (
+    LMTP_PORT,
+    UNIX_SOCKET_MODE,
+    SMTPServer,
+    UnixSocketListener,
+    endpoint_of,
+    open_smtp_listeners,
+    open_unix_listener,
+)
 from .trust import TrustedNetworks
 
 log: Final = logging.getLogger("smtpd_trio.cli")
@@ -432,13 +440,40 @@ def _network(text: str) -> str:
     """A CIDR network or one address, checked by the rules of TrustedNetworks."""
     if text.strip().lower() == "unix":
         raise argparse.ArgumentTypeError(
-            "'unix' is for UNIX-socket listeners; the command line listens on TCP only"
+            "'unix' is not an address or network (it is for --trusted-proxy, with --unix)"
         )
+    return _trusted_network(text)
+
+
+def _trusted_network(text: str) -> str:
+    """As :func:`_network`, or ``unix``: the peers on the UNIX sockets (``--unix``)."""
+    if text.strip().lower() == "unix":
+        return "unix"
     try:
         TrustedNetworks([text])
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("trusted network ")) from None
     return text
+
+
+def _unix_path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("empty: give the path of the socket to create")
+    # sun_path holds 108 octets on Linux, 104 on BSD and macOS, with the final NUL.
+    if len(os.fsencode(text)) > 103:
+        raise argparse.ArgumentTypeError(f"too long for a UNIX socket path (103 octets): {text!r}")
+    return text
+
+
+def _mode(text: str) -> int:
+    """Permission bits in octal: ``660``, ``0660``, ``0o660``."""
+    digits = text.strip().lower().removeprefix("0o")
+    if not digits or len(digits) > 4 or any(c not in "01234567" for c in digits):
+        raise argparse.ArgumentTypeError(f"not an octal mode such as 660: {text!r}")
+    value = int(digits, 8)
+    if value > 0o777:
+        raise argparse.ArgumentTypeError(f"only permission bits (at most 777): {text!r}")
+    return value
 
 
 #: The limits that keep the server safe on an open port: (flag, Config field, type, metavar,
@@ -494,7 +529,33 @@ def build_parser() -> argparse.ArgumentParser:
         type=_host,
         help="address or name to listen on; repeat for several (default: 127.0.0.1)",
     )
-    p.add_argument("--port", type=_port, default=8025, help="TCP port (default: 8025)")
+    p.add_argument(
+        "--port",
+        type=_port,
+        help=f"TCP port (default: 8025; {LMTP_PORT} with --lmtp)",
+    )
+    p.add_argument(
+        "--unix",
+        action="append",
+        type=_unix_path,
+        metavar="PATH",
+        help="listen on a UNIX socket at PATH (repeatable): instead of TCP, or besides it when "
+        "--host or --port is given too. A stale socket file is replaced, any other file is "
+        "left alone",
+    )
+    p.add_argument(
+        "--unix-mode",
+        type=_mode,
+        metavar="MODE",
+        help="permissions of the --unix sockets, in octal, whatever the umask (default 660: "
+        "the owner and group may connect)",
+    )
+    p.add_argument(
+        "--lmtp",
+        action="store_true",
+        help=f"speak LMTP (RFC 2033) instead of SMTP: LHLO, one reply per recipient; TCP port "
+        f"{LMTP_PORT} unless --port says otherwise (never 25)",
+    )
     p.add_argument(
         "--hostname", type=_hostname, help="name announced in the banner, EHLO and Received"
     )
@@ -570,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument(
         "--trusted-proxy",
         action="append",
-        type=_network,
+        type=_trusted_network,
         metavar="CIDR",
         help="a network (10.0.0.0/8) or address whose headers are believed; repeat",
     )
@@ -779,6 +840,16 @@ def _check_combinations(args: argparse.Namespace) -> None:
             "--metrics cannot be used with --workers: each worker counts only its own "
             "connections, and only one of them could listen on the metrics port"
         )
+    if args.trusted_proxy and "unix" in args.trusted_proxy and not args.unix:
+        raise ConfigError("--trusted-proxy unix needs --unix (it trusts the UNIX-socket peers)")
+    if args.unix_mode is not None and not args.unix:
+        raise ConfigError("--unix-mode needs --unix")
+    if args.unix and args.workers > 1:
+        raise ConfigError(
+            "--unix cannot be used with --workers: only one process can listen on a UNIX socket"
+        )
+    if args.lmtp and args.port == 25:
+        raise ConfigError("--lmtp cannot use port 25: LMTP must not be served there (RFC 2033)")
     if args.tls_key and not args.tls_cert:
         raise ConfigError("--tls-key needs --tls-cert")
     for flag, on in (
@@ -826,6 +897,8 @@ def _config(args: argparse.Namespace) -> Config:
             fields[field] = None if off else value
     if args.nul_octets is not None:
         fields["nul_octets"] = args.nul_octets
+    if args.lmtp:
+        fields["lmtp"] = True
     if args.proxy_protocol:
         fields["proxy_protocol"] = True
     if args.trusted_proxy:
@@ -917,20 +990,47 @@ def _listen_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {where}: {_os_reason(exc)}" + (f" ({hint})" if hint else "")
 
 
-async def _open_listeners(
-    hosts: Sequence[str], port: int, reuse_port: bool
-) -> list[trio.SocketListener]:
-    """Listeners on every host, one host at a time so that an error names the one at fault;
-    with port 0 the hosts share the port the first one got."""
-    listeners: list[trio.SocketListener] = []
+class _Listen(NamedTuple):
+    """Where to listen: TCP on each host (none: no TCP) at the port, and UNIX sockets."""
+
+    hosts: Sequence[str]
+    port: int
+    reuse_port: bool = False
+    unix: Sequence[str] = ()
+    unix_mode: int = UNIX_SOCKET_MODE
+
+
+def _listen_on(args: argparse.Namespace) -> _Listen:
+    """Where the options say to listen: TCP on ``--host`` (127.0.0.1) at ``--port`` (8025, or
+    8024 with ``--lmtp``), unless only ``--unix`` is given; and on every ``--unix`` socket."""
+    unix: list[str] = args.unix or []
+    tcp = not unix or args.host is not None or args.port is not None
+    hosts: list[str] = (args.host or ["127.0.0.1"]) if tcp else []
+    port: int = args.port if args.port is not None else LMTP_PORT if args.lmtp else 8025
+    mode: int = UNIX_SOCKET_MODE if args.unix_mode is None else args.unix_mode
+    return _Listen(hosts, port, args.reuse_port, unix, mode)
+
+
+async def _open_listeners(where: _Listen) -> list[trio.SocketListener | UnixSocketListener]:
+    """Listeners on every host, one host at a time so that an error names the one at fault
+    (with port 0 the hosts share the port the first one got), then on every UNIX socket."""
+    listeners: list[trio.SocketListener | UnixSocketListener] = []
+    port = where.port
     try:
-        for host in hosts:
+        for host in where.hosts:
             try:
-                listeners += await open_smtp_listeners(port, host=host, reuse_port=reuse_port)
+                listeners += await open_smtp_listeners(port, host=host, reuse_port=where.reuse_port)
             except OSError as exc:
                 raise _CannotListen(_listen_error(host, port, exc)) from None
             if port == 0 and listeners:
                 port = listeners[0].socket.getsockname()[1]
+        for path in where.unix:
+            try:
+                listeners.append(await open_unix_listener(path, mode=where.unix_mode))
+            except OSError as exc:
+                raise _CannotListen(
+                    f"argument --unix: cannot listen on {path!r}: {_os_reason(exc)}"
+                ) from None
     except BaseException:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
@@ -995,16 +1095,14 @@ class _MetricsEndpoint(NamedTuple):
 
 async def _run(
     server: SMTPServer,
-    hosts: Sequence[str],
-    port: int,
-    reuse_port: bool,
+    where: _Listen,
     flush_logs: Callable[[], None],
     metrics: _MetricsEndpoint | None = None,
 ) -> None:
     web: list[trio.SocketListener] = []
 
-    async def open_listeners() -> list[trio.SocketListener]:
-        listeners = await _open_listeners(hosts, port, reuse_port)
+    async def open_listeners() -> list[trio.SocketListener | UnixSocketListener]:
+        listeners = await _open_listeners(where)
         if metrics is not None:
             try:
                 web.extend(await _open_metrics_listeners(metrics.host, metrics.port))
@@ -1014,7 +1112,7 @@ async def _run(
                 raise
         return listeners
 
-    def listening(listeners: Sequence[trio.SocketListener]) -> None:
+    def listening(listeners: Sequence[trio.SocketListener | UnixSocketListener]) -> None:
         for listener in listeners:
             log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
         for listener in web:
@@ -1127,12 +1225,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 _server(handler, config, args.handler)
     except ConfigError as exc:
         parser.error(str(exc))
-    hosts: list[str] = args.host or ["127.0.0.1"]
+    where = _listen_on(args)
+    hosts, port = where.hosts, where.port
     if args.workers > 1:
-        if args.port == 0:
+        if port == 0:
             parser.error("--workers needs a fixed --port, not 0")
         # Check once here, so that a busy port is one error line rather than one per worker.
-        problem = _check_can_listen(hosts, args.port)
+        problem = _check_can_listen(hosts, port)
         if problem is not None:
             parser.error(problem)
         sys.exit(_supervise(args.workers, argv if argv is not None else sys.argv[1:]))
@@ -1145,7 +1244,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if metrics is not None:
         metrics.track(server)
     try:
-        trio.run(_run, server, hosts, args.port, args.reuse_port, logs.flush, metrics)
+        trio.run(_run, server, where, logs.flush, metrics)
     except _CannotListen as exc:
         logs.flush()
         parser.error(str(exc))

@@ -160,6 +160,10 @@ def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
 
+_SMTP_BANNER = "ESMTP smtpd-trio ready"
+_LMTP_BANNER = "LMTP smtpd-trio ready"
+
+
 @final
 @attrs.frozen(kw_only=True)
 class Config:
@@ -170,8 +174,8 @@ class Config:
 
     #: The name announced in the banner, the EHLO reply and Received headers.
     hostname: str = attrs.field(factory=_default_hostname, validator=_hostname)
-    #: Text after the host name in the 220 banner.
-    banner: str = attrs.field(default="ESMTP smtpd-trio ready", validator=_one_line)
+    #: Text after the host name in the 220 banner (with ``lmtp``, the default says LMTP).
+    banner: str = attrs.field(default=_SMTP_BANNER, validator=_one_line)
     #: Largest message accepted, in octets (advertised with SIZE, enforced while reading).
     max_message_size: int | None = attrs.field(default=10_240_000, validator=_positive_int_or_none)
     #: Recipients per transaction (RFC 5321 asks for at least 100); more get 452.
@@ -198,6 +202,12 @@ class Config:
     nul_octets: NulOctets = attrs.field(default=NulOctets.REJECT, converter=_nul_octets)
     #: Offer SMTPUTF8 (RFC 6531).
     smtputf8: bool = True
+    #: Offer CHUNKING and BINARYMIME (RFC 3030): messages sent in counted chunks with BDAT,
+    #: binary MIME (NUL octets included) with ``BODY=BINARYMIME``.
+    chunking: bool = True
+    #: Speak LMTP (RFC 2033) instead of SMTP: LHLO instead of HELO/EHLO, and after a message
+    #: one reply per recipient, which ``on_data`` may decide one by one. Never on port 25.
+    lmtp: bool = False
     #: Offer DSN (RFC 3461): RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT, parsed into
     #: ``envelope.dsn`` and ``envelope.recipients``. Off by default: advertising DSN promises
     #: that the handler sends the reports (and honours NOTIFY=NEVER), which only it can do.
@@ -351,7 +361,7 @@ class Config:
             )
         settings = SMTPSettings(
             hostname=self.hostname,
-            banner=self.banner,
+            banner=_LMTP_BANNER if self.lmtp and self.banner == _SMTP_BANNER else self.banner,
             max_message_size=self.max_message_size,
             max_recipients=self.max_recipients,
             max_command_line=self.max_command_line
@@ -365,6 +375,8 @@ class Config:
             max_commands=self.max_commands_per_session,
             max_junk_commands=self.max_junk_commands,
             smtputf8=self.smtputf8,
+            chunking=self.chunking,
+            lmtp=self.lmtp,
             starttls=self.tls_context is not None,
             require_tls=self.require_tls,
             auth_mechanisms=self.auth_mechanisms if self.authenticator is not None else (),

@@ -10,7 +10,7 @@ accepts)::
     async def on_helo(self, session, name, extended) -> Reply | None
     async def on_mail(self, session, address, params) -> Reply | None
     async def on_rcpt(self, session, envelope, address, params) -> Reply | None
-    async def on_data(self, session, message) -> Reply | None
+    async def on_data(self, session, message) -> Reply | None                (LMTP: or a list)
     async def on_data_chunks(self, session, message) -> Reply | None         (streaming)
     async def on_vrfy(self, session, argument) -> Reply | None
     async def on_expn(self, session, argument) -> Reply | None
@@ -24,6 +24,10 @@ of this API is a :class:`TypeError` naming the method, not a failure on every ca
 To refuse, raise :class:`Reject` (or return a :class:`~smtpd_trio.Reply` with a 4xx/5xx code).
 Any other exception escaping a callback is logged with the connection id and answered with a
 temporary failure (``451 4.3.0``); its text never reaches the client.
+
+In LMTP (``Config(lmtp=True)``) ``on_data`` and ``on_data_chunks`` may also return a list (or
+tuple) with one answer per recipient, in the order of ``envelope.rcpt_tos``: None to accept the
+message for that recipient, a 4xx/5xx :class:`~smtpd_trio.Reply` to refuse it for that one.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import datetime as _dt
 import inspect
 import logging
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Generic, cast, final
 
 import attrs
@@ -159,8 +163,9 @@ class Message:
 
     #: The transaction: sender, recipients, their parameters and the transaction id.
     envelope: Envelope
-    #: The message text: exactly what the client meant, dot-unstuffed, CRLF line endings,
-    #: without the terminating ``.`` line and without the ``Received:`` header.
+    #: The message text: exactly what the client meant, without the ``Received:`` header. From
+    #: DATA: dot-unstuffed, CRLF line endings, without the terminating ``.`` line. From BDAT:
+    #: the chunks' octets exactly as sent (with ``BODY=BINARYMIME``, any octets at all).
     content: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
     #: The ``Received:`` trace header for this message (RFC 5321 §4.4), CRLF-terminated.
     received_header: str = attrs.field(repr=False)
@@ -180,7 +185,8 @@ class MessageStream:
     envelope: Envelope
     #: The ``Received:`` trace header for this message (RFC 5321 §4.4), CRLF-terminated.
     received_header: str = attrs.field(repr=False)
-    #: The un-stuffed message text, piece by piece, read from the client as you ask.
+    #: The message text (DATA's un-stuffed, BDAT's as sent), piece by piece, read from the
+    #: client as you ask.
     chunks: AsyncIterator[bytes] = attrs.field(repr=False)
 
 
@@ -271,14 +277,20 @@ class Handler(Generic[StateT]):
         Positive replies: 250, 251."""
         return None
 
-    async def on_data(self, session: Session[StateT], message: Message) -> Reply | None:
+    async def on_data(
+        self, session: Session[StateT], message: Message
+    ) -> Reply | Sequence[Reply | None] | None:
         """A complete message. Return only once it is safely stored: the 250 goes out when
-        this returns. Positive replies: 250."""
+        this returns. Positive replies: 250.
+
+        In LMTP, one reply answers for every recipient, or return a list (or tuple) with one
+        answer per recipient, in the order of ``message.envelope.rcpt_tos``: None (or a 250
+        reply) where the message was delivered, a 4xx/5xx reply where it was not."""
         return None
 
     async def on_data_chunks(
         self, session: Session[StateT], message: MessageStream
-    ) -> Reply | None:
+    ) -> Reply | Sequence[Reply | None] | None:
         """Streaming instead of :meth:`on_data`: define this to receive the message text as
         it arrives, for messages larger than you want in memory::
 
@@ -291,6 +303,7 @@ class Handler(Generic[StateT]):
         limit, bare line endings) or the connection ends, it raises :class:`MessageAborted`.
         What you do not read is read and dropped for you. Return only once the message is
         safely stored: the 250 goes out when this returns. Define this or on_data, not both.
+        In LMTP it may answer per recipient, as :meth:`on_data` may.
         """
         return None
 
@@ -315,7 +328,9 @@ class Handler(Generic[StateT]):
         self, session: Session[StateT], envelope: Envelope, outcome: TransactionOutcome
     ) -> None:
         """A mail transaction ended: exactly once for every accepted MAIL, with how it ended
-        (accepted, refused, reset, or aborted because the connection ended)."""
+        (accepted, refused, reset, or aborted because the connection ended). In LMTP, once the
+        message was answered, ``envelope.rcpt_replies`` holds what each recipient got, in the
+        order of ``envelope.rcpt_tos`` (ACCEPTED: for at least one of them)."""
 
     async def on_close(self, session: Session[StateT]) -> None:
         """The connection is over (the stream is being closed). It runs shielded from

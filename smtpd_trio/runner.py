@@ -20,7 +20,7 @@ import trio
 
 from .config import Config
 from .handler import Handler
-from .server import SMTPServer, endpoint_of, open_smtp_listeners
+from .server import SMTPServer, UnixSocketListener, endpoint_of, open_smtp_listeners
 
 __all__ = ["run", "serve_until_signalled"]
 
@@ -33,9 +33,10 @@ STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
 async def serve_until_signalled(
     server: SMTPServer,
-    open_listeners: Callable[[], Awaitable[Sequence[trio.SocketListener]]],
+    open_listeners: Callable[[], Awaitable[Sequence[trio.SocketListener | UnixSocketListener]]],
     *,
-    on_listening: Callable[[Sequence[trio.SocketListener]], None] | None = None,
+    on_listening: Callable[[Sequence[trio.SocketListener | UnixSocketListener]], None]
+    | None = None,
     beside: Sequence[Callable[[], Awaitable[object]]] = (),
 ) -> None:
     """Open listeners with ``open_listeners()`` and serve on them until SIGTERM or SIGINT.
@@ -73,7 +74,7 @@ async def serve_until_signalled(
             nursery.cancel_scope.cancel()
 
 
-def _log_listening(listeners: Sequence[trio.SocketListener]) -> None:
+def _log_listening(listeners: Sequence[trio.SocketListener | UnixSocketListener]) -> None:
     for listener in listeners:
         log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
 

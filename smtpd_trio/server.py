@@ -23,6 +23,10 @@ is back under 70%.
 Refusals a client causes are logged at INFO, once per client and kind per
 ``refusal_log_interval``, with counts of the rest.
 
+Listeners are TCP (:func:`open_smtp_listeners`) or UNIX sockets (:func:`open_unix_listener`:
+mode 0660 whatever the umask, a stale socket file from an earlier run replaced, any other file
+left alone), or any Trio listener. :func:`serve_lmtp` serves LMTP (RFC 2033), never on port 25.
+
 Graceful shutdown (:meth:`SMTPServer.shutdown`, SIGTERM/SIGINT in the CLI): stop accepting,
 answer 421 to every session waiting for a command, let sessions inside a mail transaction finish
 it (they are told 421 right after), and cancel what is left at ``shutdown_timeout``. A message is
@@ -36,10 +40,13 @@ import contextlib
 import errno
 import logging
 import math
+import os
 import socket
+import stat
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, final
 
+import attrs
 import trio
 
 from ._smtp import replies
@@ -58,7 +65,15 @@ from .session import (
     new_session_id,
 )
 
-__all__ = ["SMTPServer", "serve_smtp"]
+__all__ = [
+    "LMTP_PORT",
+    "UNIX_SOCKET_MODE",
+    "SMTPServer",
+    "UnixSocketListener",
+    "open_unix_listener",
+    "serve_lmtp",
+    "serve_smtp",
+]
 
 log: Final = logging.getLogger("smtpd_trio.server")
 
@@ -74,6 +89,11 @@ _MAX_REFUSING: Final = 64
 # Under stress from this share of max_connections in use, and back to normal below the second.
 _STRESS_ON: Final = 0.8
 _STRESS_OFF: Final = 0.7
+#: The port :func:`serve_lmtp` (and ``smtpd-trio --lmtp``) listens on unless told: LMTP has no
+#: assigned port, must never use 25 (RFC 2033 §5), and should not take SMTP's 8025 next door.
+LMTP_PORT: Final = 8024
+#: The permissions of a UNIX socket: its owner and group may connect, no one else.
+UNIX_SOCKET_MODE: Final = 0o660
 
 
 def endpoint_of(address: object) -> Endpoint:
@@ -483,7 +503,9 @@ async def serve_smtp(
     handler: Handler[Any],
     *,
     host: str | Sequence[str] | None = "127.0.0.1",
-    port: int = 8025,
+    port: int | None = 8025,
+    unix: UnixPaths | None = None,
+    unix_mode: int = UNIX_SOCKET_MODE,
     config: Config | None = None,
     backlog: int | None = None,
     task_status: trio.TaskStatus[Sequence[trio.abc.Listener[trio.abc.Stream]]] = (
@@ -495,13 +517,180 @@ async def serve_smtp(
     ``host`` may be a name, an address or a list of them (``["127.0.0.1", "::1"]``); ``None``
     means every interface. ``port=0`` picks a free port, and
     ``await nursery.start(partial(serve_smtp, handler, port=0))`` returns the listeners, so
-    you can read it back (:func:`listener_port`).
+    you can read it back (:func:`listener_port`). ``unix`` adds a UNIX socket (or a list of
+    them) with permissions ``unix_mode`` (see :func:`open_unix_listener`); with ``port=None``
+    only those are served. The ``config`` says the protocol: with ``lmtp=True`` this serves
+    LMTP (see :func:`serve_lmtp`).
     """
-    listeners = await open_smtp_listeners(port, host=host, backlog=backlog)
-    server = SMTPServer(handler, config=config)
+    if config is not None and config.lmtp:
+        _check_lmtp_port(port)
+    listeners = await _open_listeners(host, port, unix, unix_mode, backlog)
+    try:
+        server = SMTPServer(handler, config=config)
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
     for listener in listeners:
-        log.info("listening on %s", endpoint_of(listener.socket.getsockname()))
+        sock = getattr(listener, "socket", None)
+        if sock is not None:
+            log.info("listening on %s", endpoint_of(sock.getsockname()))
     await server.serve(listeners, task_status=task_status)
+
+
+def _check_lmtp_port(port: int | None) -> None:
+    if port == 25:
+        raise ValueError("LMTP must not be served on port 25 (RFC 2033 §5)")
+
+
+async def serve_lmtp(
+    handler: Handler[Any],
+    *,
+    host: str | Sequence[str] | None = "127.0.0.1",
+    port: int | None = LMTP_PORT,
+    unix: UnixPaths | None = None,
+    unix_mode: int = UNIX_SOCKET_MODE,
+    config: Config | None = None,
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[Sequence[trio.abc.Listener[trio.abc.Stream]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """Serve LMTP (RFC 2033) for ``handler`` until cancelled: :func:`serve_smtp` with
+    ``lmtp=True`` in the ``config`` (the default ``Config()`` otherwise), on port 8024
+    (``LMTP_PORT``) unless told, and never on port 25 (ValueError). A delivery agent
+    usually listens on a UNIX socket only: ``serve_lmtp(handler, port=None,
+    unix="/run/lmtp.sock")``.
+    """
+    _check_lmtp_port(port)
+    config = attrs.evolve(config or Config(), lmtp=True)
+    await serve_smtp(
+        handler,
+        host=host,
+        port=port,
+        unix=unix,
+        unix_mode=unix_mode,
+        config=config,
+        backlog=backlog,
+        task_status=task_status,
+    )
+
+
+@final
+class UnixSocketListener(trio.abc.Listener[trio.SocketStream]):
+    """A listener on a UNIX socket (:func:`open_unix_listener`). Closing it removes the socket
+    file, if that is still the one it made."""
+
+    def __init__(self, listener: trio.SocketListener, path: str) -> None:
+        self._listener = listener
+        self.path = path
+        made = os.stat(path)
+        self._made = (made.st_dev, made.st_ino)
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The listening socket (``getsockname()`` is the path)."""
+        return self._listener.socket
+
+    async def accept(self) -> trio.SocketStream:
+        """The next connection."""
+        return await self._listener.accept()
+
+    async def aclose(self) -> None:
+        """Stop listening and remove the socket file (if it is still the one made here)."""
+        try:
+            await self._listener.aclose()
+        finally:  # also when cancelled (trio.aclose_forcefully): the socket is closed by then
+            with contextlib.suppress(OSError):
+                now = os.stat(self.path)
+                if (now.st_dev, now.st_ino) == self._made:
+                    os.unlink(self.path)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Make room for a UNIX socket at ``path``: nothing there, or a socket no server listens
+    on any more (left by a run that did not end cleanly), which is removed. Anything else
+    there raises: a file that is not a socket is never removed, nor a socket in use."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a socket (not removed)", path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)  # a full backlog answers EAGAIN instead of blocking
+        result = probe.connect_ex(path)
+    finally:
+        probe.close()
+    if result == errno.ECONNREFUSED:
+        os.unlink(path)  # nobody listens: stale
+    elif result == 0 or result == errno.EAGAIN:
+        raise OSError(errno.EADDRINUSE, "a server is listening on this socket", path)
+    elif result != errno.ENOENT:
+        raise OSError(
+            result, f"cannot tell whether the socket is in use: {os.strerror(result)}", path
+        )
+
+
+async def open_unix_listener(
+    path: str | os.PathLike[str], *, mode: int = UNIX_SOCKET_MODE, backlog: int | None = None
+) -> UnixSocketListener:
+    """A listener on the UNIX socket ``path``, with permissions ``mode`` (default 0660: the
+    owner and group may connect), whatever the umask: they are set before the socket listens,
+    so no connection is ever accepted under other permissions.
+
+    A socket file already at ``path`` that no server listens on (left by an earlier run) is
+    replaced; a socket in use, or a file that is not a socket, raises OSError and is left as it
+    is. Closing the listener removes the socket file.
+    """
+    path = os.fspath(path)
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"mode must be permission bits within 0o000-0o777, not {mode:#o}")
+    _remove_stale_socket(path)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = False
+    try:
+        await sock.bind(path)
+        bound = True
+        os.chmod(path, mode)
+        sock.listen(backlog if backlog is not None else socket.SOMAXCONN)
+        return UnixSocketListener(trio.SocketListener(sock), path)
+    except BaseException:
+        sock.close()
+        if bound:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+
+
+UnixPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+async def _open_listeners(
+    host: str | Sequence[str] | None,
+    port: int | None,
+    unix: UnixPaths | None,
+    unix_mode: int,
+    backlog: int | None,
+) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    """TCP listeners on ``host``:``port`` (none if ``port`` is None) and one per UNIX path."""
+    paths: Sequence[str | os.PathLike[str]] = (
+        [] if unix is None else [unix] if isinstance(unix, str | os.PathLike) else unix
+    )
+    if port is None and not paths:
+        raise ValueError("nothing to listen on: give a port, a UNIX socket path, or both")
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
+    try:
+        if port is not None:
+            listeners += await open_smtp_listeners(port, host=host, backlog=backlog)
+        for path in paths:
+            listeners.append(await open_unix_listener(path, mode=unix_mode, backlog=backlog))
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
 
 
 def listener_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:

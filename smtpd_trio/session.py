@@ -699,6 +699,19 @@ class SessionDriver:
             log.error("[%s] handler %s returned %r: %s", self.session.id, name, result, exc)
             machine.fail()
 
+    def _answer_message(self, name: str, result: object) -> None:
+        """Give the machine the answer to a message: a reply for every recipient, or (LMTP) a
+        list or tuple with one answer per recipient. A wrong one is logged, and answered with a
+        temporary failure (for every recipient, in LMTP)."""
+        if not isinstance(result, list | tuple):
+            self._answer(name, result)
+            return
+        try:
+            self.machine.respond_recipients(result)
+        except (TypeError, ValueError) as exc:
+            log.error("[%s] handler %s returned %r: %s", self.session.id, name, result, exc)
+            self.machine.fail()
+
     async def _notify(self, name: str, fn: Callback, *args: object) -> None:
         """Await a callback whose result does not matter (on_transaction_end, on_close)."""
         self._stop_clock()
@@ -810,7 +823,7 @@ class SessionDriver:
             await self._client_name()
         trace = received_header(self.session, event.envelope)
         message = Message(event.envelope, event.content, trace)
-        self._answer("on_data", await self._ask("on_data", fn, message))
+        self._answer_message("on_data", await self._ask("on_data", fn, message))
 
     async def _on_verify(self, event: Verify) -> None:
         fn = self.callbacks.on_vrfy
@@ -906,7 +919,7 @@ class SessionDriver:
             await chunks.aclose()
         end = ends[0] if ends else None
         if type(end) is MessageEnd:
-            self._answer("on_data_chunks", result)
+            self._answer_message("on_data_chunks", result)
         elif type(end) is TransactionEnded:
             await self._on_transaction_end(end)
         # Closed: the main loop sees it next.
@@ -935,6 +948,14 @@ class SessionDriver:
                     handler_scope.deadline = paused + (trio.current_time() - started)
             elif type(event) is MessageChunk:
                 yield event.data
+            elif type(event) in _BETWEEN_CHUNKS:
+                # Between the chunks of a BDAT message the client may send other commands; an
+                # accepted HELO/EHLO ends the message (a TransactionEnded comes next).
+                step = self._immediate.get(type(event))
+                if step is not None:
+                    step(self, event)
+                else:
+                    await _DISPATCH[type(event)](self, event)
             else:
                 ends.append(event)
                 if type(event) is not MessageEnd:
@@ -1101,6 +1122,10 @@ def _immediate_steps(
         table[TransactionEnded] = _log_end
     return table
 
+
+# The events a client's commands between two BDAT chunks can bring while a streaming handler
+# reads the message (MAIL, RCPT, DATA, AUTH, STARTTLS, XCLIENT and XFORWARD are refused there).
+_BETWEEN_CHUNKS: Final = frozenset({Hello, Verify, Expand, CommandRejected})
 
 # Every event the main loop can meet, and what the driver does with it.
 _DISPATCH: Final[dict[type[Event], _Dispatch]] = {

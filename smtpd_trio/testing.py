@@ -16,7 +16,8 @@ a small SMTP client on the other.
 The client speaks plain SMTP: :meth:`TestClient.command` sends one line and returns the
 parsed reply, :meth:`TestClient.send` sends raw bytes (for pipelining, broken input and
 attacks), :meth:`TestClient.read_reply` reads the next reply, :meth:`TestClient.sendmail`
-runs a whole transaction with correct dot-stuffing, :meth:`TestClient.starttls` upgrades the
+runs a whole transaction with correct dot-stuffing, :meth:`TestClient.bdat` sends a BDAT chunk,
+:meth:`TestClient.lhlo` greets an LMTP server, :meth:`TestClient.starttls` upgrades the
 stream to TLS (certificates from :func:`tls_contexts`), and :meth:`TestClient.auth_plain`,
 :meth:`TestClient.auth_login`, :meth:`TestClient.auth_oauthbearer` and
 :meth:`TestClient.auth_xoauth2` authenticate.
@@ -189,6 +190,16 @@ class TestClient:
     async def ehlo(self, name: str = "client.test") -> ClientReply:
         """``EHLO name``; the reply (its ``lines`` after the first are the extensions)."""
         return await self.command(f"EHLO {name}")
+
+    async def lhlo(self, name: str = "client.test") -> ClientReply:
+        """``LHLO name`` (LMTP); the reply, as for :meth:`ehlo`."""
+        return await self.command(f"LHLO {name}")
+
+    async def bdat(self, chunk: bytes, *, last: bool = False) -> ClientReply:
+        """``BDAT <size> [LAST]`` and the chunk's octets (RFC 3030); the reply. In LMTP the
+        LAST chunk is answered once per recipient: read the others with :meth:`read_reply`."""
+        await self.send(b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"") + chunk)
+        return await self.read_reply()
 
     async def starttls(
         self, context: ssl.SSLContext, *, server_hostname: str | None = "mx.test"

@@ -13,9 +13,9 @@ The ``from`` clause names the HELO name and, in the TCP-info comment, the real c
 without one (see :mod:`smtpd_trio.rdns`); without it no lookup is made, but a host name that
 XCLIENT forwarded (its ``NAME``, looked up by the proxy) still goes before the address. (After
 XCLIENT its ``NAME`` takes the place of our own lookup, which was of the proxy.) ``with`` is
-SMTP or ESMTP plus ``S`` under TLS and ``A`` when authenticated (RFC 3848), prefixed ``UTF8``
-for SMTPUTF8 transactions (RFC 6531): only names registered with IANA. ``for`` is given only
-when there is exactly one recipient, so a message to many does not disclose the others.
+SMTP, ESMTP or LMTP plus ``S`` under TLS and ``A`` when authenticated (RFC 3848), prefixed
+``UTF8`` for SMTPUTF8 transactions (RFC 6531): only names registered with IANA. ``for`` is given
+only when there is exactly one recipient, so a message to many does not disclose the others.
 
 The HELO name, the recipient and (through a PROXY header) the client address come from the
 client, so nothing is written as given unless it fits the grammar of its place; the header
@@ -211,16 +211,18 @@ def _is_label(label: str) -> bool:
 
 
 def protocol_name(session: Session[Any], envelope: Envelope) -> str:
-    """The ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA or their UTF8 forms.
+    """The ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, LMTP, LMTPS, LMTPA, LMTPSA
+    or their UTF8 forms (UTF8SMTP..., UTF8LMTP...).
 
     Only names in the IANA "Mail Transmission Types" registry: there is no "SMTPS", so a HELO
     session is SMTP whatever else is true of it.
     """
-    if not session.extended:
+    if session.lmtp:
+        name = "UTF8LMTP" if envelope.smtputf8 else "LMTP"
+    elif not session.extended:
         return "SMTP"
-    name = "ESMTP"
-    if envelope.smtputf8:
-        name = "UTF8SMTP"
+    else:
+        name = "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
     if session.tls is not None:
         name += "S"
     if session.authenticated_as is not None:

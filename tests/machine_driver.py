@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import attrs
 
+from smtpd_trio._smtp.body import MemoryBudget
 from smtpd_trio._smtp.events import (
     NEED_DATA,
     Authenticate,
@@ -148,18 +149,20 @@ def smtp_settings(**options: Any) -> SMTPSettings:
 def new_run(
     *,
     stream_body: bool = False,
+    budget: MemoryBudget | None = None,
     xclient: bool = False,
     xforward: bool = False,
     expn: bool = False,
     **options: Any,
 ) -> Run:
     """A machine greeted with the default 220 (the banner is kept apart from the output);
-    ``xclient``/``xforward``: the client may send XCLIENT/XFORWARD; ``expn``: the handler
-    answers EXPN."""
+    ``budget``: the memory budget for message text; ``xclient``/``xforward``: the client may
+    send XCLIENT/XFORWARD; ``expn``: the handler answers EXPN."""
     m = SMTPMachine(
         smtp_settings(**options),
         session_id="t",
         stream_body=stream_body,
+        budget=budget,
         xclient=xclient,
         xforward=xforward,
         expn=expn,

@@ -11,8 +11,10 @@ import re
 import signal
 import smtplib
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from smtpd_trio import Config, NulOctets
-from smtpd_trio.cli import _LIMITS, _config, _size, build_parser
+from smtpd_trio.cli import _LIMITS, _config, _listen_on, _size, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
@@ -120,8 +122,34 @@ def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
         ),
         (
             ["--proxy-protocol", "--trusted-proxy", "unix"],
-            "argument --trusted-proxy: 'unix' is for UNIX-socket listeners; the command line "
-            "listens on TCP only",
+            "--trusted-proxy unix needs --unix (it trusts the UNIX-socket peers)",
+        ),
+        (
+            ["--ignored-host", "unix"],
+            "argument --ignored-host: 'unix' is not an address or network (it is for "
+            "--trusted-proxy, with --unix)",
+        ),
+        (["--unix-mode", "660"], "--unix-mode needs --unix"),
+        (
+            ["--unix", "/tmp/x.sock", "--unix-mode", "8"],
+            "argument --unix-mode: not an octal mode such as 660: '8'",
+        ),
+        (
+            ["--unix", "/tmp/x.sock", "--unix-mode", "1777"],
+            "argument --unix-mode: only permission bits (at most 777): '1777'",
+        ),
+        (["--unix", ""], "argument --unix: empty: give the path of the socket to create"),
+        (
+            ["--unix", "/tmp/" + "x" * 100],
+            f"argument --unix: too long for a UNIX socket path (103 octets): '/tmp/{'x' * 100}'",
+        ),
+        (
+            ["--unix", "/tmp/x.sock", "--workers", "2"],
+            "--unix cannot be used with --workers: only one process can listen on a UNIX socket",
+        ),
+        (
+            ["--lmtp", "--port", "25"],
+            "--lmtp cannot use port 25: LMTP must not be served there (RFC 2033)",
         ),
         (
             ["--ignored-host", "health-checker"],
@@ -142,8 +170,8 @@ def test_bad_values_exit_2_with_one_line(args: list[str], words: str) -> None:
         ),
         (
             ["--xclient", "unix"],
-            "argument --xclient: 'unix' is for UNIX-socket listeners; the command line "
-            "listens on TCP only",
+            "argument --xclient: 'unix' is not an address or network (it is for "
+            "--trusted-proxy, with --unix)",
         ),
         (
             ["--handler", "nope"],
@@ -214,13 +242,18 @@ class Server:
         port: int | None = None,
         cwd: Path | None = None,
         launcher: Sequence[str] = ("-m", "smtpd_trio"),
+        tcp: bool = True,
+        umask: int = -1,
     ) -> None:
         """With ``port``, listen there and do not wait for ``listening on`` (which is not
         logged below INFO); else listen on a free port and read it from that line. The
-        server runs in ``cwd``, started as ``python LAUNCHER...``."""
+        server runs in ``cwd``, started as ``python LAUNCHER...``. Without ``tcp`` no
+        ``--port`` is given (for ``--unix``): ``port`` is then 0."""
+        port_args = ["--port", str(port or 0)] if tcp else []
         self.proc = subprocess.Popen(
-            [sys.executable, *launcher, "--port", str(port or 0), *args],
+            [sys.executable, *launcher, *port_args, *args],
             cwd=cwd,
+            umask=umask,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -231,8 +264,8 @@ class Server:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
-        if port is not None:
-            self.port = port
+        if port is not None or not tcp:
+            self.port = port or 0
             return
         line = self.wait_for("listening on")
         match = LISTENING.search(line)
@@ -297,8 +330,10 @@ def cli_server(
     port: int | None = None,
     cwd: Path | None = None,
     launcher: Sequence[str] = ("-m", "smtpd_trio"),
+    tcp: bool = True,
+    umask: int = -1,
 ) -> Iterator[Server]:
-    server = Server(*args, port=port, cwd=cwd, launcher=launcher)
+    server = Server(*args, port=port, cwd=cwd, launcher=launcher, tcp=tcp, umask=umask)
     try:
         yield server
     finally:
@@ -640,6 +675,117 @@ def test_connections_per_ip_from_the_command_line() -> None:
             first.noop()
         status = server.stop()
     assert status == 0
+
+
+# ---- --unix and --lmtp --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    """A short directory for sockets (pytest's tmp_path can exceed sun_path's 108 octets)."""
+    with tempfile.TemporaryDirectory(prefix="st-") as name:
+        yield Path(name)
+
+
+def lmtp_over_unix(path: Path, rcpts: Sequence[str]) -> list[tuple[int, bytes]]:
+    """One message over LMTP on the UNIX socket; the reply for each recipient (smtplib reads
+    only the first itself: CPython gh-76984)."""
+    with smtplib.LMTP(str(path), local_hostname="mta.test", timeout=10) as lmtp:
+        assert lmtp.ehlo()[0] == 250  # LHLO
+        assert lmtp.mail("a@example.com")[0] == 250
+        for rcpt in rcpts:
+            assert lmtp.rcpt(rcpt)[0] == 250
+        answers = [lmtp.data("Subject: over LMTP\r\n\r\nHello.\r\n")]
+        return answers + [lmtp.getreply() for _ in rcpts[1:]]
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_unix_alone_serves_lmtp_there_only(sockdir: Path, tmp_path: Path, umask: int) -> None:
+    path = sockdir / "lmtp.sock"
+    maildir = tmp_path / "box"
+    args = ["--unix", str(path), "--lmtp", "--handler", f"maildir:{maildir}"]
+    with cli_server(*args, tcp=False, umask=umask) as server:
+        line = server.wait_for("listening on")
+        assert line.endswith(f"listening on unix:{path}")
+        answers = lmtp_over_unix(path, ["b@example.org", "c@example.org"])
+        assert [code for code, _ in answers] == [250, 250]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        server.wait_for("accepted")
+        assert server.stop() == 0
+    assert not any("listening on 127.0.0.1" in line for line in server.lines)
+    assert not path.exists()  # removed at shutdown
+    (stored,) = list((maildir / "new").iterdir())
+    assert b" with LMTP id " in stored.read_bytes()
+
+
+def test_unix_with_port_serves_both(sockdir: Path) -> None:
+    path = sockdir / "smtp.sock"
+    with cli_server("--unix", str(path), "--unix-mode", "600", "--handler", "sink") as server:
+        server.wait_for(f"listening on unix:{path}")
+        deliver(server.port, b"Subject: over TCP\r\n\r\nx\r\n")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            assert sock.recv(1000).startswith(b"220 ")
+            sock.sendall(b"LHLO x.test\r\nQUIT\r\n")
+            assert b"500 5.5.2" in sock.recv(1000)  # SMTP here: LHLO is unknown
+        assert server.stop() == 0
+
+
+def test_a_stale_socket_is_replaced_and_a_file_left_alone(sockdir: Path) -> None:
+    path = sockdir / "s"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    with cli_server("--unix", str(path), "--lmtp", "--handler", "sink", tcp=False) as server:
+        server.wait_for("listening on unix:")
+        assert lmtp_over_unix(path, ["b@example.org"])[0][0] == 250
+        # A second server on the same socket is refused: it is in use.
+        line = assert_one_line_error(["--unix", str(path)])
+        assert line == (
+            f"smtpd-trio: error: argument --unix: cannot listen on {str(path)!r}: a server is "
+            "listening on this socket"
+        )
+        assert server.stop() == 0
+    path.write_text("not a socket")
+    line = assert_one_line_error(["--unix", str(path)])
+    assert line == (
+        f"smtpd-trio: error: argument --unix: cannot listen on {str(path)!r}: exists and is "
+        "not a socket (not removed)"
+    )
+    assert path.read_text() == "not a socket"
+
+
+@pytest.mark.parametrize(
+    ("argv", "hosts", "port", "unix", "mode"),
+    [
+        ([], ["127.0.0.1"], 8025, [], 0o660),
+        (["--lmtp"], ["127.0.0.1"], 8024, [], 0o660),
+        (["--lmtp", "--port", "2424"], ["127.0.0.1"], 2424, [], 0o660),
+        (["--unix", "/run/a.sock"], [], 8025, ["/run/a.sock"], 0o660),
+        (["--unix", "/a", "--unix", "/b", "--unix-mode", "0o666"], [], 8025, ["/a", "/b"], 0o666),
+        (["--unix", "/a", "--port", "2525"], ["127.0.0.1"], 2525, ["/a"], 0o660),
+        (["--unix", "/a", "--host", "::1", "--lmtp"], ["::1"], 8024, ["/a"], 0o660),
+    ],
+)
+def test_where_to_listen(
+    argv: list[str], hosts: list[str], port: int, unix: list[str], mode: int
+) -> None:
+    where = _listen_on(build_parser().parse_args(argv))
+    assert (list(where.hosts), where.port, list(where.unix), where.unix_mode) == (
+        hosts,
+        port,
+        unix,
+        mode,
+    )
+
+
+def test_lmtp_option_sets_the_config() -> None:
+    config = _config(build_parser().parse_args(["--lmtp"]))
+    assert config.lmtp
+    assert config.smtp.greeting.text.endswith(" LMTP smtpd-trio ready")
 
 
 # ---- XCLIENT and XFORWARD ---------------------------------------------------------------------

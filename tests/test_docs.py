@@ -39,7 +39,7 @@ from smtpd_trio.auth import BearerCredentials, Login, LoginCredentials, Plain
 from smtpd_trio.cli import JSONFormatter, _check_combinations, build_parser
 from smtpd_trio.metrics import NO_OBSERVER
 from smtpd_trio.proxy import ProxyProtocolError
-from smtpd_trio.testing import open_test_session, tls_contexts
+from smtpd_trio.testing import dot_stuff, open_test_session, tls_contexts
 
 PAGES: dict[Path, Page] = {}
 
@@ -90,7 +90,11 @@ def only_program(run: Any) -> ProgramRun:
 
 
 #: Handler classes that need constructor arguments, driven by the tests below.
-DRIVEN_HERE = {("docs/handler-api.md", "Spool"), ("docs/testing.md", "Held")}
+DRIVEN_HERE = {
+    ("docs/handler-api.md", "Spool"),
+    ("docs/handler-api.md", "Mailboxes"),
+    ("docs/testing.md", "Held"),
+}
 
 
 def test_every_handler_in_the_docs_is_driven() -> None:
@@ -280,6 +284,27 @@ async def test_spool_streams_to_its_directory(handler_api: Page, tmp_path: Path)
         reply = await client.sendmail(SENDER, [RECIPIENT], b"x" * 200 + b"\r\n")
         assert (reply.code, reply.enhanced) == (552, "5.3.4")
     assert list(await trio.Path(tmp_path).iterdir()) == []
+
+
+async def test_lmtp_mailboxes_answer_per_recipient(handler_api: Page) -> None:
+    users = {"ann@example.org", "bob@example.org"}
+    mailboxes = handler_api["Mailboxes"](users, full={"bob@example.org"})
+    config = Config(hostname="lmtp.test", lmtp=True)
+    async with open_test_session(mailboxes, config=config) as client:
+        assert (await client.lhlo()).code == 250
+        await client.command(f"MAIL FROM:<{SENDER}>")
+        for user in ("ann", "bob", "eve"):
+            assert (await client.command(f"RCPT TO:<{user}@example.org>")).code == 250
+        assert (await client.command("DATA")).code == 354
+        await client.send(dot_stuff(MESSAGE))
+        replies = [str(await client.read_reply()) for _ in range(3)]
+    assert replies == [
+        "250 2.0.0 <ann@example.org> Message accepted",
+        "452 4.2.2 <bob@example.org> Mailbox full",
+        "550 5.1.1 <eve@example.org> No such user here",
+    ]
+    assert len(mailboxes.boxes["ann@example.org"]) == 1
+    assert mailboxes.boxes["bob@example.org"] == []
 
 
 async def test_internal_directory(handler_api: Page) -> None:

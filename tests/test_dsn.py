@@ -363,6 +363,8 @@ def test_dsn_is_advertised_when_offered() -> None:
         "8BITMIME",
         "SMTPUTF8",
         "PIPELINING",
+        "CHUNKING",
+        "BINARYMIME",
         "ENHANCEDSTATUSCODES",
         "DSN",
         "LIMITS RCPTMAX=1000 MAILMAX=10000",

@@ -55,6 +55,8 @@ EHLO_REPLY = ClientReply(
         "8BITMIME",
         "SMTPUTF8",
         "PIPELINING",
+        "CHUNKING",
+        "BINARYMIME",
         "ENHANCEDSTATUSCODES",
         "LIMITS RCPTMAX=1000 MAILMAX=10000",
         "HELP",

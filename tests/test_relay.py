@@ -161,6 +161,27 @@ MESSAGE = (
 )
 
 
+async def test_a_message_sent_with_bdat_is_relayed_with_data(upstream: Upstream) -> None:
+    relay = Relay("127.0.0.1", upstream.port, starttls=False)
+    async with open_test_session(relay, config=front(relay)) as client:
+        await ehlo(client)
+        reply = await client.command("MAIL FROM:<a@example.com> BODY=BINARYMIME")
+        assert text(reply) == (
+            "555 5.6.3 BODY=BINARYMIME cannot be relayed here: send 8BITMIME or 7BIT"
+        )
+        assert (await client.command("MAIL FROM:<a@example.com> BODY=8BITMIME")).code == 250
+        assert (await client.command("RCPT TO:<b@example.org>")).code == 250
+        half = len(MESSAGE) // 2
+        await client.send(b"BDAT %d\r\n" % half + MESSAGE[:half])
+        assert text(await client.read_reply()) == f"250 2.0.0 {half} octets received"
+        await client.send(b"BDAT %d LAST\r\n" % (len(MESSAGE) - half) + MESSAGE[half:])
+        reply = await client.read_reply()
+        assert reply.code == 250
+        assert reply.text.startswith("2.0.0 Queued as ")
+    (delivery,) = upstream.deliveries
+    assert delivery.content.endswith(b"\r\n" + MESSAGE)
+
+
 async def test_each_recipient_gets_the_upstreams_own_answer(upstream: Upstream) -> None:
     relay = Relay("127.0.0.1", upstream.port, starttls=False)
     async with open_test_session(relay, config=front(relay)) as client:

@@ -1,7 +1,7 @@
 """A stateful model test of whole sessions: hypothesis drives a client over memory streams,
 step by step, against a small model of what the server must do, and checks after every step
-that exactly the messages the model says were accepted are stored, each as sent, and that
-every transaction ended exactly once.
+that exactly the messages the model says were accepted are stored, each as sent (with DATA or
+in BDAT chunks), and that every transaction ended exactly once.
 
 The server runs in a real Trio run in a background thread (the test harness is async; the
 stateful machine is not); each rule is one round trip through ``trio.from_thread``.
@@ -9,6 +9,7 @@ stateful machine is not); each rule is one round trip through ``trio.from_thread
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -191,6 +192,35 @@ class SessionModel(RuleBasedStateMachine):
             assert self.mail_from is not None
             self.expected.append(Stored(self.mail_from, tuple(self.rcpts), content))
         self.end_transaction()
+
+    @rule(body=BODIES, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=2))
+    def bdat(self, body: bytes, cuts: list[int]) -> None:
+        """The message in BDAT chunks (cut at ``cuts``), the last one LAST."""
+        points = sorted({cut % (len(body) + 1) for cut in cuts})
+        parts = [body[i:j] for i, j in zip([0, *points], [*points, len(body)], strict=True)]
+        received = 0
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            reply = self.trio.call(functools.partial(self.client.bdat, part, last=last))
+            if self.mail_from is None:
+                assert (reply.code, reply.enhanced) == (503, "5.5.1")
+                continue
+            if not self.rcpts:
+                assert (reply.code, reply.enhanced) == (554, "5.5.1")
+                continue
+            received += len(part)
+            if received > MAX_SIZE:  # known from the BDAT line, before any octet
+                assert (reply.code, reply.enhanced) == (552, "5.3.4")
+                self.end_transaction()
+            elif b"\x00" in part:
+                assert (reply.code, reply.enhanced) == (550, "5.6.0")
+                self.end_transaction()
+            elif not last:
+                assert (reply.code, reply.text) == (250, f"2.0.0 {len(part)} octets received")
+            else:
+                assert (reply.code, reply.enhanced) == (250, "2.0.0")
+                self.expected.append(Stored(self.mail_from, tuple(self.rcpts), body))
+                self.end_transaction()
 
     @rule()
     def rset(self) -> None:

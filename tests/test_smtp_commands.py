@@ -67,6 +67,8 @@ def test_ehlo_lists_exactly_the_extensions() -> None:
         b"250-8BITMIME\r\n"
         b"250-SMTPUTF8\r\n"
         b"250-PIPELINING\r\n"
+        b"250-CHUNKING\r\n"
+        b"250-BINARYMIME\r\n"
         b"250-ENHANCEDSTATUSCODES\r\n"
         b"250-LIMITS RCPTMAX=1000 MAILMAX=10000\r\n"
         b"250 HELP\r\n"
@@ -76,8 +78,8 @@ def test_ehlo_lists_exactly_the_extensions() -> None:
     assert run.machine.facts.extended
 
 
-def test_ehlo_without_size_limit_or_smtputf8() -> None:
-    run = drive(EHLO, max_message_size=None, smtputf8=False, max_messages=None)
+def test_ehlo_without_size_limit_smtputf8_or_chunking() -> None:
+    run = drive(EHLO, max_message_size=None, smtputf8=False, max_messages=None, chunking=False)
     assert run.replies[0].lines == (
         "mx.example.org",
         "SIZE",
@@ -226,11 +228,17 @@ def test_trailing_spaces_after_argumentless_verb_are_tolerated() -> None:
     assert run.codes == [250, 250, 221]
 
 
-@pytest.mark.parametrize("verb", [b"EXPN", b"STARTTLS", b"AUTH", b"BDAT", b"TURN", b"ETRN"])
+@pytest.mark.parametrize("verb", [b"EXPN", b"STARTTLS", b"AUTH", b"TURN", b"ETRN"])
 def test_known_but_unoffered_commands_are_502(verb: bytes) -> None:
     run = after(EHLO, verb + b" x\r\n")
     assert last(run) == (502, "5.5.1")
     assert isinstance(run.events[-1], CommandRejected)
+
+
+def test_bdat_without_chunking_is_502_and_reads_no_chunk() -> None:
+    run = drive(EHLO + b"BDAT 4 LAST\r\nNOOP\r\n", chunking=False)
+    assert run.codes == [250, 502, 250]
+    assert "CHUNKING" not in run.replies[0].lines
 
 
 @pytest.mark.parametrize("line", [b"FOO\r\n", b"\r\n", b" NOOP\r\n", b"MAILFROM:<a@b>\r\n"])

@@ -1,9 +1,9 @@
 """Split invariance of the whole machine: however the client's bytes are cut into reads (whole,
 at arbitrary points, or one byte at a time), the machine hands out the same events and sends
 the same bytes. Covers commands (with and without DSN and EXPN offered), pipelining, AUTH
-exchanges, message text (whole and streamed), bare CR/LF, over-long command and text lines,
-limits and the error limit, and XCLIENT/XFORWARD from a client allowed them (and from one that
-is not).
+exchanges, message text (whole and streamed, DATA and BDAT chunks, in SMTP and LMTP), bare
+CR/LF, over-long command and text lines, limits and the error limit, and XCLIENT/XFORWARD from
+a client allowed them (and from one that is not).
 
 STARTTLS is left out on purpose: what the client pipelines after it in plaintext is discarded,
 and how much of it arrived before the handshake depends on the reads (by design).
@@ -25,7 +25,10 @@ from smtpd_trio._smtp.events import (
     Closed,
     DecisionEvent,
     Event,
+    MailFrom,
     MessageChunk,
+    MessageEnd,
+    MessageReceived,
     RcptTo,
     TransactionEnded,
     XClient,
@@ -37,6 +40,10 @@ from smtpd_trio._smtp.sasl import Login, Plain
 
 def b64(data: bytes) -> bytes:
     return base64.b64encode(data)
+
+
+def bdat(data: bytes, last: bool = False) -> bytes:
+    return b"BDAT %d%s\r\n" % (len(data), b" LAST" if last else b"") + data
 
 
 FRAGMENTS = [
@@ -90,11 +97,31 @@ FRAGMENTS = [
     b"XFORWARD SOURCE=LOCAL\r\n",
     b"XFORWARD BOGUS=1\r\n",
     b"QUIT\r\n",
+    # CHUNKING: chunks that hold commands, CRLF.CRLF, NUL, bare line ends; the size limit.
+    b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n",
+    bdat(b"hello"),
+    bdat(b"\r\n.\r\nQUIT\r\n\x00x", last=True),
+    bdat(b"RSET\r\nbare\nLF", last=True),
+    b"BDAT 0 LAST\r\n",
+    bdat(b"b" * 150),
+    b"BDAT 3x\r\n",
+    b"BDAT 3 FIRST\r\nabc",
+    b"bdat 4 last\r\n\r\n\r\n",
+    b"LHLO c.example\r\n",
 ]
 
 
 BODIES = [f for f in FRAGMENTS if f.endswith(b"\r\n.\r\n")]
 START = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+#: Whole BDAT messages (after START_BDAT): chunk sequences ending in LAST.
+CHUNKED = [
+    bdat(b"one") + bdat(b"two", last=True),
+    bdat(b"x" * 120) + bdat(b"y" * 120) + bdat(b"z", last=True),  # over the size limit
+    bdat(b"a\x00b") + b"NOOP\r\n" + bdat(b"\r\n.\r\n", last=True),  # NUL, a command between
+    bdat(b"abc") + b"DATA\r\nRSET\r\n",
+    b"BDAT 0 LAST\r\n",
+]
+START_BDAT = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@d.example>\r\n"
 AUTH_LOGIN = b"AUTH LOGIN\r\n" + b64(b"user") + b"\r\n" + b64(b"right") + b"\r\n"
 REFUSED_TOKEN = b"AUTH OAUTHBEARER " + b64(oauthbearer_response(None, "t0ken")) + b"\r\nAQ==\r\n"
 
@@ -103,7 +130,9 @@ REFUSED_TOKEN = b"AUTH OAUTHBEARER " + b64(oauthbearer_response(None, "t0ken")) 
 ITEMS = st.one_of(
     st.sampled_from(FRAGMENTS),
     st.sampled_from(BODIES).map(lambda body: START + body),
+    st.sampled_from(CHUNKED).map(lambda chunks: START_BDAT + chunks),
     st.just(b"EHLO c.example\r\n" + AUTH_LOGIN),
+    st.just(b"LHLO c.example\r\n" + AUTH_LOGIN),
     st.just(b"EHLO c.example\r\n" + REFUSED_TOKEN),
 )
 
@@ -115,6 +144,11 @@ def policy(event: DecisionEvent) -> Reply | None:
     if isinstance(event, XClient) and event.info.name == "refused.example":
         return Reply(554, "5.7.1", "Not this client")
     return None
+
+
+def lmtp_answer(address: str) -> Reply | None:
+    """LMTP: the message is refused for e@ recipients (over quota), accepted for the others."""
+    return Reply(452, "4.2.2", "Mailbox full") if address.startswith("e@") else None
 
 
 def run(chunks: list[bytes], options: dict[str, Any]) -> Run:
@@ -130,6 +164,8 @@ def run(chunks: list[bytes], options: dict[str, Any]) -> Run:
             r.events.append(event)
             if isinstance(event, Authenticate):
                 m.auth_result(authenticate(event))
+            elif isinstance(event, MessageReceived | MessageEnd) and m.settings.lmtp:
+                m.respond_recipients([lmtp_answer(address) for address in event.envelope.rcpt_tos])
             elif isinstance(event, DecisionEvent):
                 m.respond(policy(event))
             elif isinstance(event, Closed):
@@ -165,6 +201,7 @@ def normalised(events: list[Event]) -> list[Event]:
     forwarding=st.booleans(),
     dsn=st.booleans(),
     expn=st.booleans(),
+    lmtp=st.booleans(),
 )
 def test_the_same_events_and_bytes_however_the_input_is_cut(
     fragments: list[bytes],
@@ -175,8 +212,10 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
     forwarding: bool,
     dsn: bool,
     expn: bool,
+    lmtp: bool,
 ) -> None:
     options: dict[str, Any] = {
+        "lmtp": lmtp,
         "xclient": forwarding,
         "xforward": forwarding,
         "stream_body": stream_body,
@@ -200,3 +239,7 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
     # And the session always ends, with well-formed replies (parse_replies checks each line).
     assert isinstance(whole.events[-1], Closed)
     assert whole.codes
+    # Every MAIL is accepted here (the policy refuses only recipients), so every MailFrom
+    # opened a transaction, and each one ended exactly once (BDAT and LMTP included).
+    opened = sum(isinstance(e, MailFrom) for e in whole.events)
+    assert opened == sum(isinstance(e, TransactionEnded) for e in whole.events)

@@ -51,6 +51,7 @@ def session(
     hostname: str = "mx.example.org",
     tls: TLSInfo | None = None,
     user: str | None = None,
+    lmtp: bool = False,
     name: str | Unavailable | None = None,
     client_name: str | None = None,
     looked_up: bool = False,
@@ -62,6 +63,7 @@ def session(
         hostname=hostname,
         helo_name=helo,
         extended=ext,
+        lmtp=lmtp,
         tls=tls,
         authenticated_as=user,
         xclient=None if name is None else XClientInfo(name=name, addr=host),
@@ -212,6 +214,17 @@ def test_protocol_names() -> None:
     assert protocol_name(session(ext=False, tls=info, user="user"), one) == "SMTP"
     assert " with SMTP id " in header_of(session(ext=False), one)
     assert " with UTF8SMTP id " in header_of(session(), envelope("b@example.org", utf8=True))
+
+
+def test_lmtp_protocol_names() -> None:
+    one = envelope("b@example.org")
+    utf8 = envelope("b@example.org", utf8=True)
+    info = TLSInfo(version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256")
+    assert protocol_name(session(lmtp=True), one) == "LMTP"
+    assert protocol_name(session(lmtp=True, tls=info), one) == "LMTPS"
+    assert protocol_name(session(lmtp=True, user="u"), one) == "LMTPA"
+    assert protocol_name(session(lmtp=True, tls=info, user="u"), utf8) == "UTF8LMTPSA"
+    assert " with LMTP id " in header_of(session(lmtp=True), one)
 
 
 def test_unknown_helo_name() -> None:

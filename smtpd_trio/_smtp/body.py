@@ -1,4 +1,5 @@
-"""The DATA body reader: finds the one true end of a message, un-stuffs dots, enforces limits.
+"""The message readers: DATA's (finds the one true end of a message, un-stuffs dots, enforces
+limits) and BDAT's (counts octets: :class:`ChunkReader`).
 
 Theory of operation
 -------------------
@@ -19,6 +20,12 @@ keeps reading to the real end, and the message is refused (nothing is delivered)
 
 Everything is found with ``bytes.find``/``count``/``split``, so the cost per byte is C code;
 Python work is per chunk, not per line.
+
+BDAT (RFC 3030) needs none of this: each chunk says how many octets it holds, so the text is
+kept exactly as sent, with no end marker to look for, no dots to un-stuff and no line rules; a
+chunk may hold ``<CRLF>.<CRLF>``, bare CR and LF, lines of any length. :class:`ChunkReader` only
+applies the NUL policy (not to ``BODY=BINARYMIME``, where NUL is data) and the memory budget;
+the size limit is the machine's, checked against the size each BDAT announces.
 
 Memory: the text kept is written into one :class:`io.BytesIO`, whose ``getvalue()`` hands the
 buffer over without a copy, so a message costs about its own size, not twice it. A
@@ -339,3 +346,86 @@ class BodyReader:
         self._drop()
         self._at_line_start = False
         return partial[-1:]
+
+
+@final
+class ChunkReader:
+    """The message text of one BDAT transfer (RFC 3030), fed piece by piece as the chunks'
+    octets arrive (the machine counts them: this reader never sees a command).
+
+    Feed it with :meth:`add`; :meth:`finish` gives the :class:`BodyResult` after the last
+    chunk. What it keeps costs its size in memory, reserved from the ``budget``; with ``keep``
+    False (streaming) it keeps nothing and :meth:`add` returns each piece to be handed out.
+    """
+
+    __slots__ = ("_budget", "_keep", "_nul", "_problem", "_reserved", "_store", "size")
+
+    def __init__(
+        self,
+        *,
+        nul_octets: NulOctets = NulOctets.KEEP,
+        budget: MemoryBudget | None = None,
+        keep: bool = True,
+    ) -> None:
+        self._nul = nul_octets if type(nul_octets) is NulOctets else NulOctets(nul_octets)
+        self._budget = budget
+        self._keep = keep
+        self._reserved = 0
+        self._store = io.BytesIO()
+        self._problem: BodyProblem | None = None
+        #: Octets of message text received so far.
+        self.size = 0
+
+    @property
+    def problem(self) -> BodyProblem | None:
+        """The gravest problem found so far (a NUL octet, then the memory budget), or None."""
+        return self._problem
+
+    def add(self, data: bytes) -> bytes:
+        """Take the next octets of the message. Returns what to hand out now: ``data`` itself
+        when not keeping (streaming), else b"" (and b"" once a problem was found)."""
+        self.size += len(data)
+        if self._nul is NulOctets.REJECT and b"\x00" in data:
+            self._flag(BodyProblem.NUL)
+        if self._problem is not None:
+            self._drop()
+            return b""
+        if not self._keep:
+            return data
+        budget = self._budget
+        if budget is not None:
+            if not budget.reserve(len(data)):
+                self._flag(BodyProblem.NO_MEMORY)
+                self._drop()
+                return b""
+            self._reserved += len(data)
+        self._store.write(data)
+        return b""
+
+    def finish(self) -> BodyResult:
+        """The message, after its last chunk: the text kept (empty once refused or when
+        streaming), the problem, the size, and the budget the text holds (the caller releases
+        it once the text is handed over)."""
+        if self._problem is not None:
+            self._drop()
+            return BodyResult(b"", self._problem, self.size)
+        content = self._store.getvalue()  # hands the buffer over: no copy
+        self._store = io.BytesIO()
+        reserved, self._reserved = self._reserved, 0
+        return BodyResult(content, None, self.size, reserved)
+
+    def abandon(self) -> None:
+        """The message will never be finished (RSET, refused, the session ended): give back
+        what it holds."""
+        self._drop()
+
+    def _flag(self, problem: BodyProblem) -> None:
+        if self._problem is None or _GRAVITY[problem] > _GRAVITY[self._problem]:
+            self._problem = problem
+
+    def _drop(self) -> None:
+        if self._store.tell():
+            self._store = io.BytesIO()
+        if self._reserved and self._budget is not None:
+            self._budget.release(self._reserved)
+            self._reserved = 0

@@ -199,6 +199,47 @@ def parse_params(text: str, *, utf8: bool) -> dict[str, str | None]:
     return params
 
 
+#: The longest chunk size BDAT may announce, in digits: 10**20 octets is more than anyone can
+#: send, and a bound keeps int() cheap whatever ``max_command_line`` allows.
+MAX_CHUNK_DIGITS: Final = 20
+
+_BDAT_SYNTAX: Final = "BDAT needs a chunk size in octets, optionally followed by LAST"
+
+
+class ChunkSyntaxError(CommandSyntaxError):
+    """A malformed BDAT command; ``size`` is its chunk size if that much could be read (the
+    client sends that many octets all the same, and they are not commands)."""
+
+    def __init__(self, reply: Reply, size: int | None = None) -> None:
+        super().__init__(reply)
+        self.size = size
+
+
+def parse_bdat(arg: str | None) -> tuple[int, bool]:
+    """The arguments of ``BDAT chunk-size [LAST]`` (RFC 3030 §2): the chunk size in octets and
+    whether this is the last chunk.
+
+    ``chunk-size`` is ``1*DIGIT`` (ASCII digits; leading zeros allowed, at most
+    :data:`MAX_CHUNK_DIGITS` of them) and ``LAST`` is matched without regard to case, as SMTP
+    keywords are. The two are separated by spaces; nothing else may follow. Raises
+    :class:`ChunkSyntaxError`, with the size when it is well-formed and something after it is
+    not (``BDAT 5 FIRST``).
+    """
+    words = [word for word in arg.split(" ") if word] if arg is not None else []
+    if not words:
+        raise ChunkSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    size = words[0]
+    if not (size.isascii() and size.isdigit()):
+        raise ChunkSyntaxError(replies.syntax_error(_BDAT_SYNTAX))
+    if len(size) > MAX_CHUNK_DIGITS:
+        raise ChunkSyntaxError(replies.syntax_error("BDAT chunk size too large"))
+    last = len(words) == 2
+    # Only ASCII letters fold: str.upper() would turn "la\u017ft" (long s) into "LAST".
+    if len(words) > 2 or (last and not (words[1].isascii() and words[1].upper() == "LAST")):
+        raise ChunkSyntaxError(replies.syntax_error(_BDAT_SYNTAX), int(size))
+    return int(size), last
+
+
 def parse_helo_name(arg: str | None) -> str:
     """The HELO/EHLO argument: a host name or an IPv4/IPv6 address literal, returned as sent.
 

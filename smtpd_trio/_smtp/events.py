@@ -69,6 +69,10 @@ class Envelope:
     #: What XFORWARD said about the message's origin before MAIL (from a client allowed to
     #: send it), or None. It belongs to this transaction only.
     xforward: XForwardInfo | None = None
+    #: LMTP (RFC 2033): what the message was answered for each recipient, in the order of
+    #: ``rcpt_tos``, on the envelope of the transaction's end once the message was answered
+    #: (empty before that). Empty in SMTP, where one reply answers for every recipient.
+    rcpt_replies: tuple[Reply, ...] = ()
 
     @property
     def smtputf8(self) -> bool:
@@ -77,7 +81,8 @@ class Envelope:
 
     @property
     def body_type(self) -> str | None:
-        """``"7BIT"``, ``"8BITMIME"``, or None if MAIL gave no BODY parameter."""
+        """``"7BIT"``, ``"8BITMIME"``, ``"BINARYMIME"`` (RFC 3030: sent with BDAT), or None if
+        MAIL gave no BODY parameter."""
         value = self.mail_params.get("BODY")
         return value.upper() if value else None
 
@@ -107,9 +112,10 @@ class Envelope:
 class TransactionOutcome(enum.Enum):
     """How a mail transaction ended."""
 
-    #: The message was accepted: 250 was sent for it.
+    #: The message was accepted: 250 was sent for it (in LMTP, for at least one recipient).
     ACCEPTED = "accepted"
-    #: The message was read and refused (by the handler, or by a limit or policy).
+    #: The message was read and refused (by the handler, or by a limit or policy; in LMTP, for
+    #: every recipient).
     REFUSED = "refused"
     #: RSET, or an accepted HELO/EHLO, ended the transaction before a message.
     RESET = "reset"
@@ -162,18 +168,20 @@ class RcptTo:
 @final
 @attrs.frozen
 class MessageReceived:
-    """*Decision*: a complete, well-formed message (DATA read to ``<CRLF>.<CRLF>``)."""
+    """*Decision*: a complete, well-formed message (DATA read to ``<CRLF>.<CRLF>``, or the
+    chunks of BDAT up to the LAST one). In LMTP it may be answered per recipient
+    (:meth:`~smtpd_trio._smtp.machine.SMTPMachine.respond_recipients`)."""
 
     envelope: Envelope
-    #: The un-stuffed message text, exactly as the client meant it.
+    #: The message text, exactly as the client meant it (DATA's un-stuffed; BDAT's as sent).
     content: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
 
 
 @final
 @attrs.frozen
 class MessageEnd:
-    """*Decision* (streaming mode only): the message ended well at ``<CRLF>.<CRLF>``; every
-    chunk was handed out. Answer it as :class:`MessageReceived`."""
+    """*Decision* (streaming mode only): the message ended well (at ``<CRLF>.<CRLF>``, or with
+    its LAST BDAT chunk); every chunk was handed out. Answer it as :class:`MessageReceived`."""
 
     envelope: Envelope
     #: Octets of message text.
@@ -230,9 +238,11 @@ class XClient:
 @final
 @attrs.frozen
 class MessageStart:
-    """Notice (streaming mode only): DATA was accepted and its 354 queued; the message text
-    follows as :class:`MessageChunk` events, then :class:`MessageEnd`, or a
-    :class:`TransactionEnded` if the message is refused or the connection ends first."""
+    """Notice (streaming mode only): DATA was accepted and its 354 queued (or the first BDAT
+    chunk is coming); the message text follows as :class:`MessageChunk` events, then
+    :class:`MessageEnd`, or a :class:`TransactionEnded` if the message is refused or the
+    connection ends first. Between BDAT chunks other events may come (a refused command, a
+    HELO or VRFY decision)."""
 
     envelope: Envelope
 
@@ -240,7 +250,7 @@ class MessageStart:
 @final
 @attrs.frozen
 class MessageChunk:
-    """Notice (streaming mode only): the next piece of un-stuffed message text."""
+    """Notice (streaming mode only): the next piece of message text (un-stuffed, for DATA)."""
 
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} octets>")
 
@@ -258,14 +268,29 @@ class StartTLS:
 @final
 @attrs.frozen
 class TransactionEnded:
-    """Notice: a mail transaction is over. Exactly one per accepted MAIL."""
+    """Notice: a mail transaction is over. Exactly one per accepted MAIL.
+
+    In LMTP, once the message was answered, ``envelope.rcpt_replies`` holds the reply each
+    recipient got (see :attr:`accepted_rcpt_tos`)."""
 
     envelope: Envelope
     outcome: TransactionOutcome
-    #: What the message was answered (ACCEPTED and REFUSED), else None.
+    #: What the message was answered (ACCEPTED and REFUSED), else None. In LMTP, the first
+    #: positive reply of ``envelope.rcpt_replies`` (ACCEPTED) or the first refusal (REFUSED).
     reply: Reply | None = None
     #: Octets of message text read, when a message was read.
     size: int | None = None
+
+    @property
+    def accepted_rcpt_tos(self) -> tuple[str, ...]:
+        """The recipients the message was accepted for: in SMTP every one of
+        ``envelope.rcpt_tos`` if the outcome is ACCEPTED, else none; in LMTP those whose reply
+        in ``envelope.rcpt_replies`` is positive."""
+        envelope = self.envelope
+        if envelope.rcpt_replies:
+            pairs = zip(envelope.rcpt_tos, envelope.rcpt_replies, strict=True)
+            return tuple(address for address, reply in pairs if reply.is_positive)
+        return envelope.rcpt_tos if self.outcome is TransactionOutcome.ACCEPTED else ()
 
 
 @final

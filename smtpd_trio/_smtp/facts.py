@@ -1,7 +1,7 @@
 """What the protocol has established about a connection: one record, written by the machine.
 
 :class:`SessionFacts` is the single source of truth for the facts the SMTP conversation
-establishes (the HELO/EHLO name, TLS, the authenticated identity, messages accepted, what
+establishes (the HELO/EHLO/LHLO name, TLS, the authenticated identity, messages accepted, what
 XCLIENT forwarded). The state machine writes them; everyone else reads them. The
 handler-facing :class:`smtpd_trio.Session` *is* a ``SessionFacts`` (a subclass adding the
 connection's endpoints and the handler's state), so there is nothing to copy and nothing to
@@ -45,6 +45,7 @@ class SessionFacts:
     _authenticated_as: str | None = None
     _messages_accepted: int = 0
     _xclient: XClientInfo | None = None
+    _lmtp: bool = False
 
     @property
     def helo_name(self) -> str | None:
@@ -77,3 +78,8 @@ class SessionFacts:
     def xclient(self) -> XClientInfo | None:
         """What XCLIENT commands forwarded about the client, or None if none was accepted."""
         return self._xclient
+
+    @property
+    def lmtp(self) -> bool:
+        """True if the session speaks LMTP (RFC 2033) rather than SMTP."""
+        return self._lmtp

@@ -1,6 +1,7 @@
 """The SMTP session state machine (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
-ENHANCEDSTATUSCODES, STARTTLS and AUTH; Postfix's XCLIENT and XFORWARD for the clients allowed
-them). Sans-IO: bytes in, events out; answers in, bytes out.
+ENHANCEDSTATUSCODES, STARTTLS, AUTH, CHUNKING and BINARYMIME; Postfix's XCLIENT and XFORWARD
+for the clients allowed them), and LMTP (RFC 2033). Sans-IO: bytes in, events out; answers in,
+bytes out.
 
 Theory of operation
 -------------------
@@ -28,12 +29,16 @@ their replies are queued together, so the I/O layer writes them in one batch whe
 next needs data. A decision that is pending is never overtaken: the machine refuses to produce
 another event until it is answered.
 
-States (the mail transaction is the MAIL -> RCPT -> DATA part)::
+States (the mail transaction is the MAIL -> RCPT -> DATA or BDAT part)::
 
     GREETING --Connect answered--> CONNECTED --HELO/EHLO--> READY --MAIL--> MAIL --RCPT--> RCPT
                                        ^                      ^ ^            |              |
                                        |                      | +--RSET/HELO/EHLO---------+
                                        |                      +---message read, answered--DATA
+                                       |                      +---LAST chunk read, answered--+
+                                       |                                                     |
+                                       |                      RCPT/BDAT --BDAT n--> CHUNK --+
+                                       |                                   BDAT <--n octets-+
                                        +-- STARTTLS: TLS_HANDSHAKE, then tls_established()
     READY/CONNECTED --AUTH--> AUTH (SASL responses) --> back
     READY/CONNECTED --XCLIENT--> the XClient decision, answered like the greeting --> CONNECTED
@@ -41,8 +46,17 @@ States (the mail transaction is the MAIL -> RCPT -> DATA part)::
     a 554 greeting: REFUSED (only QUIT)
     any state --QUIT / too many errors / close()--> CLOSED
 
-Which command is legal where is the single table ``_OUT_OF_SEQUENCE`` below; the verbs are
-dispatched through ``_VERBS``.
+BDAT (RFC 3030) announces how many octets follow, so its chunk is read in CHUNK whatever state
+the command came in: a BDAT out of sequence (no transaction, no recipient) or over the size
+limit has its octets read and dropped, and only then is it answered, so the conversation stays
+in step. Between the chunks of a message (BDAT) commands are read as usual.
+
+LMTP (``SMTPSettings.lmtp``) is the same machine with LHLO instead of HELO and EHLO, and one
+reply per accepted recipient after the message (:meth:`SMTPMachine.respond_recipients`).
+
+Which command is legal where is the single table ``_OUT_OF_SEQUENCE`` below (LMTP's differs in
+a few replies; BDAT's own is ``_BDAT_OUT_OF_SEQUENCE``); the verbs are dispatched through
+``_VERBS`` (``_LMTP_VERBS``).
 
 Memory: the machine bounds what it holds (one command line, or what the body reader keeps
 under its line and size limits) only if the I/O layer drains it, calling :meth:`next_event`
@@ -54,14 +68,21 @@ from __future__ import annotations
 import binascii
 import enum
 import functools
-from collections.abc import Callable, Mapping
-from typing import Any, Final, final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, NamedTuple, final
 
 import attrs
 
 from . import replies
-from .body import BodyProblem, BodyReader, BodyResult, MemoryBudget
-from .commands import CommandSyntaxError, parse_helo_name, parse_path_and_params, split_verb
+from .body import BodyProblem, BodyReader, BodyResult, ChunkReader, MemoryBudget, NulOctets
+from .commands import (
+    ChunkSyntaxError,
+    CommandSyntaxError,
+    parse_bdat,
+    parse_helo_name,
+    parse_path_and_params,
+    split_verb,
+)
 from .dsn import DSNSyntaxError, parse_envid, parse_notify, parse_orcpt, parse_ret
 from .events import (
     NEED_DATA,
@@ -112,6 +133,10 @@ class State(enum.Enum):
     RCPT = "rcpt"
     #: Reading the message text after 354.
     DATA = "data"
+    #: Reading the octets of a BDAT chunk (RFC 3030), or dropping those of a refused one.
+    CHUNK = "chunk"
+    #: A BDAT message has begun: its next chunk, or RSET, is awaited (commands are read).
+    BDAT = "bdat"
     #: Inside an AUTH exchange: the next line is a SASL response, not a command.
     AUTH = "auth"
     #: STARTTLS was accepted: waiting for the I/O layer's TLS handshake.
@@ -126,7 +151,8 @@ class State(enum.Enum):
 
 
 # (verb, state) -> the reply for a command that is not legal in that state. Everything else
-# is legal everywhere a command can be read (DATA, AUTH and CLOSED read no commands).
+# is legal everywhere a command can be read (DATA, CHUNK, AUTH and CLOSED read no commands).
+# BDAT is not here: its chunk must be read even when it is out of sequence (see below).
 _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
     ("MAIL", State.CONNECTED): replies.NEED_HELO,
     ("MAIL", State.MAIL): replies.NESTED_MAIL,
@@ -145,26 +171,47 @@ _OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
     ("XCLIENT", State.RCPT): replies.TRANSACTION_IN_PROGRESS,
     ("XFORWARD", State.MAIL): replies.TRANSACTION_IN_PROGRESS,
     ("XFORWARD", State.RCPT): replies.TRANSACTION_IN_PROGRESS,
+    # Between the chunks of a BDAT message (RFC 3030 §2: DATA after BDAT is a 503).
+    ("MAIL", State.BDAT): replies.NESTED_MAIL,
+    ("RCPT", State.BDAT): replies.RCPT_AFTER_BDAT,
+    ("DATA", State.BDAT): replies.DATA_AFTER_BDAT,
+    ("AUTH", State.BDAT): replies.AUTH_IN_TRANSACTION,
+    ("STARTTLS", State.BDAT): replies.BAD_SEQUENCE,
+    ("XCLIENT", State.BDAT): replies.TRANSACTION_IN_PROGRESS,
+    ("XFORWARD", State.BDAT): replies.TRANSACTION_IN_PROGRESS,
 }
 
-# Recognised commands this server does not offer: 502. (STARTTLS and AUTH when not configured
-# are answered 502 by their own handlers.)
-_NOT_IMPLEMENTED: Final = frozenset({"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "BDAT"})
+# LMTP says LHLO where SMTP says HELO/EHLO, and DATA with no successful RCPT is a 503 (RFC 2033
+# §4.2).
+_LMTP_OUT_OF_SEQUENCE: Final[dict[tuple[str, State], Reply]] = {
+    **_OUT_OF_SEQUENCE,
+    ("MAIL", State.CONNECTED): replies.NEED_LHLO,
+    ("AUTH", State.CONNECTED): replies.NEED_LHLO,
+    ("DATA", State.MAIL): replies.LMTP_NO_VALID_RECIPIENTS,
+}
+
+# state -> the reply for a BDAT out of sequence, given once its chunk has been read (and
+# dropped). Legal in RCPT (the first chunk) and BDAT (the next ones).
+_BDAT_OUT_OF_SEQUENCE: Final[dict[State, Reply]] = {
+    State.CONNECTED: replies.NEED_MAIL,
+    State.READY: replies.NEED_MAIL,
+    State.MAIL: replies.NO_VALID_RECIPIENTS,
+    State.REFUSED: replies.BAD_SEQUENCE,
+}
+# RFC 2033 §4.3: BDAT LAST with no successful RCPT should be a 503 in LMTP.
+_LMTP_BDAT_OUT_OF_SEQUENCE: Final[dict[State, Reply]] = {
+    **_BDAT_OUT_OF_SEQUENCE,
+    State.MAIL: replies.LMTP_NO_VALID_RECIPIENTS,
+}
+
+# Recognised commands this server does not offer: 502. (STARTTLS, AUTH, EXPN and BDAT when not
+# configured are answered 502 by their own handlers.)
+_NOT_IMPLEMENTED: Final = frozenset({"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"})
 
 #: RFC 4954 §4: a SASL response line may be up to 12288 octets.
 MAX_AUTH_LINE: Final = 12288
 
 _EXCERPT: Final = 40
-_HELP: Final = Reply(
-    214,
-    "2.0.0",
-    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
-)
-_HELP_EXPN: Final = Reply(
-    214,
-    "2.0.0",
-    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP",
-)
 
 # How each decision may be answered: the positive codes allowed, the enhanced code given to a
 # positive reply that has none, and the subject.detail given to a refusal that has none
@@ -215,7 +262,29 @@ _BODY_REPLIES: Final = {
     BodyProblem.BARE_LINE_ENDING: replies.BARE_LINE_ENDING_IN_DATA,
 }
 
-_TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.DATA})
+_TRANSACTION_STATES: Final = frozenset(
+    {State.MAIL, State.RCPT, State.DATA, State.CHUNK, State.BDAT}
+)
+# The states in which the next input is a command line (or, in AUTH, a SASL response).
+_READS_LINES: Final = frozenset(
+    {State.CONNECTED, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH, State.REFUSED}
+)
+_READING_TEXT: Final = frozenset({State.DATA, State.CHUNK})
+
+
+class _Skip(NamedTuple):
+    """A BDAT chunk read and dropped, and what to answer once all of it has arrived."""
+
+    #: The answer.
+    reply: Reply
+    #: The BDAT command line, for the log excerpt.
+    line: bytes
+    #: False: a sequence error (a protocol error; the state before BDAT comes back). True: the
+    #: message is refused (a limit; the transaction ends).
+    refuses: bool
+    state: State
+    #: The message's octets including this chunk (for a refusal's record).
+    size: int
 
 
 def _excerpt(line: bytes) -> str:
@@ -253,6 +322,10 @@ class SMTPMachine:
         "_body_result",
         "_budget",
         "_buf",
+        "_chunk_last",
+        "_chunk_left",
+        "_chunk_size",
+        "_chunks",
         "_close_reason",
         "_discarding",
         "_ended",
@@ -264,9 +337,12 @@ class SMTPMachine:
         "_pending",
         "_pos",
         "_reserved",
+        "_sequence",
         "_session_id",
         "_shutdown",
+        "_skip",
         "_transactions",
+        "_verbs",
         "_xclient_ok",
         "_xforward",
         "_xforward_ok",
@@ -338,6 +414,21 @@ class SMTPMachine:
         self._auth_mechanism = ""
         self._auth_return = State.READY
         self._auth_failures = 0
+        # BDAT: the message being received in chunks, the current chunk (its size, the octets
+        # still to come, LAST or not), and the chunk being dropped, if it is one.
+        self._chunks: ChunkReader | None = None
+        self._chunk_size = 0
+        self._chunk_left = 0
+        self._chunk_last = False
+        self._skip: _Skip | None = None
+        # SMTP's commands and sequence rules, or LMTP's.
+        if settings.lmtp:
+            self._verbs = _LMTP_VERBS
+            self._sequence = _LMTP_OUT_OF_SEQUENCE
+            self.facts._lmtp = True
+        else:
+            self._verbs = _VERBS
+            self._sequence = _OUT_OF_SEQUENCE
         # The client may send XCLIENT / XFORWARD (the I/O layer decides, from its address).
         self._xclient_ok = xclient
         self._xforward_ok = xforward
@@ -358,8 +449,9 @@ class SMTPMachine:
 
     @property
     def reading_data(self) -> bool:
-        """True while the message text is being read (between 354 and the final dot)."""
-        return self.state is State.DATA
+        """True while message text is being read (between 354 and the final dot, or the octets
+        of a BDAT chunk)."""
+        return self.state in _READING_TEXT
 
     @property
     def close_reason(self) -> CloseReason:
@@ -406,11 +498,7 @@ class SMTPMachine:
             event: Event | NeedData | None
             if state is State.DATA:
                 event = self._read_body()
-            elif state is State.GREETING:
-                return self._decide(Connect())
-            elif state is State.TLS_HANDSHAKE:
-                raise RuntimeError("call tls_established() (or close()) after the TLS handshake")
-            else:
+            elif state in _READS_LINES:  # one set lookup: State.X costs about 0.1 us each
                 line = self._next_line()
                 if line is None:
                     event = NEED_DATA
@@ -418,6 +506,12 @@ class SMTPMachine:
                     event = self._auth_line(line)
                 else:
                     event = self._handle_line(line)
+            elif state is State.CHUNK:
+                event = self._read_chunk()
+            elif state is State.GREETING:
+                return self._decide(Connect())
+            else:  # TLS_HANDSHAKE
+                raise RuntimeError("call tls_established() (or close()) after the TLS handshake")
             if event is None:
                 continue  # answered by the machine itself: take the next command
             if event is not NEED_DATA:
@@ -488,6 +582,8 @@ class SMTPMachine:
             self._body.abandon()
         self._body = None
         self._body_result = None
+        self._skip = None
+        self._chunk_left = 0
         self._exchange = None
         self._buf = bytearray()
         self._pos = 0
@@ -506,9 +602,19 @@ class SMTPMachine:
         assert envelope is not None
         assert self._ended is None
         self.envelope = None
+        chunks = self._chunks
+        if chunks is not None:  # a BDAT message that will not be finished
+            self._chunks = None
+            chunks.abandon()
         self._ended = TransactionEnded(envelope, outcome, reply, size)
         if self.state in _TRANSACTION_STATES:
             self.state = State.READY
+
+    def _take_ended(self) -> TransactionEnded:
+        """The TransactionEnded just queued by _end_transaction, to return it at once."""
+        ended, self._ended = self._ended, None
+        assert ended is not None
+        return ended
 
     # ---- commands --------------------------------------------------------------------------
 
@@ -537,12 +643,12 @@ class SMTPMachine:
         except UnicodeDecodeError:
             return self._error(replies.BAD_UTF8, raw)
         verb, arg = split_verb(line)
-        if self.state is State.REFUSED and verb != "QUIT":
+        if self.state is State.REFUSED and verb != "QUIT" and verb != "BDAT":
             return self._error(replies.BAD_SEQUENCE, raw)
-        sequence_error = _OUT_OF_SEQUENCE.get((verb, self.state))
+        sequence_error = self._sequence.get((verb, self.state))
         if sequence_error is not None:
             return self._error(sequence_error, raw)
-        handler = _VERBS.get(verb)
+        handler = self._verbs.get(verb)
         if handler is None:
             reply = replies.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else replies.UNKNOWN_COMMAND
             return self._error(reply, raw)
@@ -560,6 +666,10 @@ class SMTPMachine:
 
     def _ehlo(self, arg: str | None, raw: bytes) -> Event:
         return self._decide(Hello(parse_helo_name(arg), True))
+
+    def _not_lmtp(self, arg: str | None, raw: bytes) -> Event:
+        # RFC 2033 §4.1: HELO and EHLO are not LMTP; no positive reply, 500 recommended.
+        return self._error(replies.USE_LHLO, raw)
 
     def _mail(self, arg: str | None, raw: bytes) -> Event:
         settings = self.settings
@@ -587,12 +697,14 @@ class SMTPMachine:
                 if limit is not None and int(value) > limit:
                     return self._refused(replies.MESSAGE_TOO_BIG, raw)
             elif key == "BODY":
-                if (
-                    value is None
-                    or not value.isascii()
-                    or value.upper() not in ("7BIT", "8BITMIME")
-                ):
-                    raise CommandSyntaxError(replies.syntax_error("BODY must be 7BIT or 8BITMIME"))
+                if value is None or not value.isascii() or value.upper() not in settings.body_types:
+                    raise CommandSyntaxError(
+                        replies.syntax_error(
+                            "BODY must be 7BIT, 8BITMIME or BINARYMIME"
+                            if settings.chunking
+                            else "BODY must be 7BIT or 8BITMIME"
+                        )
+                    )
             elif key == "SMTPUTF8" and settings.smtputf8:
                 if value is not None:
                     raise CommandSyntaxError(replies.syntax_error("SMTPUTF8 takes no value"))
@@ -650,6 +762,9 @@ class SMTPMachine:
         self._no_argument("DATA", arg)
         envelope = self.envelope
         assert envelope is not None
+        body = envelope.mail_params.get("BODY")
+        if body is not None and body.upper() == "BINARYMIME":
+            return self._error(replies.BINARYMIME_NEEDS_BDAT, raw)  # RFC 3030 §3
         self._reply(replies.START_DATA)
         self.state = State.DATA
         settings = self.settings
@@ -682,8 +797,7 @@ class SMTPMachine:
         if self.envelope is None:
             return None
         self._end_transaction(TransactionOutcome.RESET)
-        ended, self._ended = self._ended, None
-        return ended
+        return self._take_ended()
 
     def _noop(self, arg: str | None, raw: bytes) -> Event | None:
         junk = self._junk_limit_reached(raw)
@@ -694,7 +808,8 @@ class SMTPMachine:
     def _help(self, arg: str | None, raw: bytes) -> Event | None:
         junk = self._junk_limit_reached(raw)
         if junk is None:
-            self._reply(_HELP_EXPN if self._expn_offered else _HELP)
+            settings = self.settings
+            self._reply(settings.help_reply_expn if self._expn_offered else settings.help_reply)
         return junk
 
     def _quit(self, arg: str | None, raw: bytes) -> Event | None:
@@ -937,12 +1052,126 @@ class SMTPMachine:
                 return self._decide(MessageEnd(envelope, result.size))
             self._reserved = result.reserved
             return self._decide(MessageReceived(envelope, result.content))
-        reply = _BODY_REPLIES[result.problem]
-        self._reply(reply)
-        self._end_transaction(TransactionOutcome.REFUSED, reply, result.size)
-        ended, self._ended = self._ended, None
-        assert ended is not None
-        return ended
+        return self._refuse_message(_BODY_REPLIES[result.problem], result.size)
+
+    def _refuse_message(self, reply: Reply, size: int, *, final: bool = True) -> Event:
+        """The machine refuses the message (a limit or a policy) and the transaction ends. At
+        the end of the message (``final``) LMTP answers once per recipient (RFC 2033 §4.2)."""
+        envelope = self.envelope
+        assert envelope is not None
+        if final and self.settings.lmtp:
+            recipients = len(envelope.rcpt_tos)
+            self._out.extend([reply.to_bytes()] * recipients)
+            self.envelope = attrs.evolve(envelope, rcpt_replies=(reply,) * recipients)
+        else:
+            self._reply(reply)
+        self._end_transaction(TransactionOutcome.REFUSED, reply, size)
+        return self._take_ended()
+
+    # ---- BDAT (RFC 3030) -------------------------------------------------------------------
+
+    def _bdat(self, arg: str | None, raw: bytes) -> Event | None:
+        settings = self.settings
+        if not settings.chunking:
+            return self._error(replies.NOT_IMPLEMENTED, raw)
+        state = self.state
+        try:
+            size, last = parse_bdat(arg)
+        except ChunkSyntaxError as exc:
+            if exc.size is None:  # no size to go by: nothing can be read as the chunk
+                return self._error(exc.reply, raw)
+            self._drop_chunk(exc.size, _Skip(exc.reply, raw, False, state, exc.size))
+            return None  # the 501 once its octets are read (they are not commands)
+        table = _LMTP_BDAT_OUT_OF_SEQUENCE if settings.lmtp else _BDAT_OUT_OF_SEQUENCE
+        refusal = table.get(state)
+        if refusal is not None:
+            self._drop_chunk(size, _Skip(refusal, raw, False, state, size))
+            return None
+        # RCPT (the first chunk) or BDAT (the next ones): a transaction with recipients.
+        envelope = self.envelope
+        assert envelope is not None
+        chunks = self._chunks
+        received = 0 if chunks is None else chunks.size
+        limit = settings.max_message_size
+        if limit is not None and received + size > limit:
+            # Known before the octets arrive, but answered after them (RFC 3030 §2).
+            skip = _Skip(replies.MESSAGE_TOO_BIG, raw, True, state, received + size)
+            self._drop_chunk(size, skip, last)
+            return None
+        start: MessageStart | None = None
+        if chunks is None:
+            body = envelope.mail_params.get("BODY")
+            binary = body is not None and body.upper() == "BINARYMIME"
+            self._chunks = ChunkReader(
+                # Binary MIME holds NUL octets as data: the policy is for text.
+                nul_octets=NulOctets.KEEP if binary else settings.nul_octets,
+                budget=None if self.stream_body else self._budget,
+                keep=not self.stream_body,
+            )
+            if self.stream_body:
+                start = MessageStart(envelope)
+        self._chunk_size = self._chunk_left = size
+        self._chunk_last = last
+        self.state = State.CHUNK
+        return start
+
+    def _drop_chunk(self, size: int, skip: _Skip, last: bool = False) -> None:
+        """Read the ``size`` octets that follow and drop them; then answer as ``skip`` says."""
+        self._skip = skip
+        self._chunk_size = self._chunk_left = size
+        self._chunk_last = last
+        self.state = State.CHUNK
+
+    def _read_chunk(self) -> Event | NeedData | None:
+        """Take what has arrived of the current chunk (never more than its size)."""
+        left = self._chunk_left
+        if left:
+            pos = self._pos
+            buf = self._buf
+            end = min(pos + left, len(buf))
+            if end == pos:
+                return NEED_DATA
+            self._pos = end
+            left = self._chunk_left = left - (end - pos)
+            if self._skip is None:
+                chunks = self._chunks
+                assert chunks is not None
+                data = chunks.add(
+                    bytes(buf) if pos == 0 and end == len(buf) else bytes(buf[pos:end])
+                )
+                if data:
+                    return MessageChunk(data)  # streaming
+            if left:
+                return NEED_DATA
+        return self._chunk_done()
+
+    def _chunk_done(self) -> Event | None:
+        """All of the chunk has arrived: answer it."""
+        skip = self._skip
+        if skip is not None:
+            self._skip = None
+            if skip.refuses:
+                return self._refuse_message(skip.reply, skip.size, final=self._chunk_last)
+            self.state = skip.state
+            return self._error(skip.reply, skip.line)
+        chunks = self._chunks
+        assert chunks is not None
+        problem = chunks.problem
+        if problem is not None:
+            return self._refuse_message(_BODY_REPLIES[problem], chunks.size, final=self._chunk_last)
+        if not self._chunk_last:
+            self.state = State.BDAT
+            self._reply(replies.chunk_received(self._chunk_size))
+            return None
+        self._chunks = None
+        self.state = State.READY
+        envelope = self.envelope
+        assert envelope is not None
+        result = chunks.finish()
+        if self.stream_body:
+            return self._decide(MessageEnd(envelope, result.size))
+        self._reserved = result.reserved
+        return self._decide(MessageReceived(envelope, result.content))
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -994,6 +1223,37 @@ class SMTPMachine:
         _RESPONDERS[type(event)](self, event, reply)
         if reply is not None and reply.code == 421 and self.state is not State.CLOSED:
             self._close(CloseReason.REFUSED)
+
+    def respond_recipients(self, answers: Sequence[Reply | None]) -> None:
+        """LMTP (RFC 2033 §4.2): answer the pending message decision once per accepted
+        recipient, in the order of ``envelope.rcpt_tos``: None accepts for that recipient (250),
+        a 4xx/5xx reply refuses for it, a 250 reply accepts with that text. A 421 among them
+        closes the session once every reply is sent.
+
+        Raises TypeError or ValueError (and the decision stays pending) if this is not an LMTP
+        session, no message decision is pending, ``answers`` is not a list or tuple with one
+        answer per recipient, or an answer is not one a message allows.
+        """
+        event = self._pending
+        if type(event) is not MessageReceived and type(event) is not MessageEnd:
+            raise RuntimeError("no message decision is pending")
+        if not self.settings.lmtp:
+            raise TypeError(
+                "one reply per recipient is an answer in LMTP only; in SMTP one "
+                "reply answers for every recipient"
+            )
+        if not isinstance(answers, list | tuple):
+            raise TypeError(
+                f"per-recipient answers must be a list or tuple, not {type(answers).__name__}"
+            )
+        recipients = len(event.envelope.rcpt_tos)
+        if len(answers) != recipients:
+            raise ValueError(f"{len(answers)} answer(s) for {recipients} recipient(s)")
+        checked = tuple(
+            None if answer is None else self._checked(event, answer) for answer in answers
+        )
+        self._pending = None
+        self._deliver(event, checked)
 
     def fail(self, *, timed_out: bool = False) -> None:
         """The handler could not decide (it raised, answered nonsense, or ``timed_out``):
@@ -1071,6 +1331,9 @@ class SMTPMachine:
         self._reply(reply or replies.RECIPIENT_OK)
 
     def _answer_message(self, event: MessageReceived | MessageEnd, reply: Reply | None) -> None:
+        if self.settings.lmtp:  # the same answer for every recipient
+            self._deliver(event, (reply,) * len(event.envelope.rcpt_tos))
+            return
         size = event.size if type(event) is MessageEnd else len(event.content)
         self._release()
         if reply is None or reply.is_positive:
@@ -1082,6 +1345,30 @@ class SMTPMachine:
             outcome = TransactionOutcome.REFUSED
         self._reply(reply)
         self._end_transaction(outcome, reply, size)
+
+    def _deliver(
+        self, event: MessageReceived | MessageEnd, answers: tuple[Reply | None, ...]
+    ) -> None:
+        """LMTP: one reply per recipient (checked already); the final envelope records them."""
+        size = event.size if type(event) is MessageEnd else len(event.content)
+        self._release()
+        envelope = event.envelope
+        sent: list[Reply] = []
+        for address, answer in zip(envelope.rcpt_tos, answers, strict=True):
+            reply = replies.delivered(address) if answer is None else answer
+            sent.append(reply)
+            self._reply(reply)
+        accepted = [reply for reply in sent if reply.is_positive]
+        if accepted:
+            self.facts._messages_accepted += 1
+            self._junk = 0
+            outcome, summary = TransactionOutcome.ACCEPTED, accepted[0]
+        else:
+            outcome, summary = TransactionOutcome.REFUSED, sent[0]
+        self.envelope = attrs.evolve(envelope, rcpt_replies=tuple(sent))
+        self._end_transaction(outcome, summary, size)
+        if any(reply.code == 421 for reply in sent) and self.state is not State.CLOSED:
+            self._close(CloseReason.REFUSED)
 
     def _answer_verify(self, event: DecisionEvent, reply: Reply | None) -> None:
         self._reply(reply or replies.VRFY_CANNOT)
@@ -1108,6 +1395,7 @@ _VERBS: Final[dict[str, _Verb]] = {
     "MAIL": SMTPMachine._mail,
     "RCPT": SMTPMachine._rcpt,
     "DATA": SMTPMachine._data,
+    "BDAT": SMTPMachine._bdat,
     "RSET": SMTPMachine._rset,
     "NOOP": SMTPMachine._noop,
     "QUIT": SMTPMachine._quit,
@@ -1118,6 +1406,14 @@ _VERBS: Final[dict[str, _Verb]] = {
     "AUTH": SMTPMachine._auth,
     "XCLIENT": SMTPMachine._xclient,
     "XFORWARD": SMTPMachine._xforward_cmd,
+}
+
+# LMTP (RFC 2033 §4.1): LHLO is EHLO under another name; HELO and EHLO are refused.
+_LMTP_VERBS: Final[dict[str, _Verb]] = {
+    **_VERBS,
+    "LHLO": SMTPMachine._ehlo,
+    "HELO": SMTPMachine._not_lmtp,
+    "EHLO": SMTPMachine._not_lmtp,
 }
 
 # Each answers its own event type: the table pairs them (type checkers cannot see that).

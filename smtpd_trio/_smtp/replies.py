@@ -164,6 +164,31 @@ NON_ASCII_ADDRESS: Final = Reply(553, "5.6.7", "Non-ASCII address requires SMTPU
 QUIT_OK: Final = Reply(221, "2.0.0", "Bye")
 
 
+# CHUNKING and BINARYMIME (RFC 3030)
+DATA_AFTER_BDAT: Final = Reply(503, "5.5.1", "Bad sequence of commands: DATA after BDAT")
+RCPT_AFTER_BDAT: Final = Reply(503, "5.5.1", "Bad sequence of commands: RCPT after BDAT")
+BINARYMIME_NEEDS_BDAT: Final = Reply(
+    503, "5.5.1", "Bad sequence of commands: a BODY=BINARYMIME message is sent with BDAT"
+)
+
+
+def chunk_received(size: int) -> Reply:
+    """The answer to a BDAT chunk that is not the last: RFC 3030 §2 asks for a 250."""
+    return Reply(250, "2.0.0", f"{size} octets received")
+
+
+# LMTP (RFC 2033)
+USE_LHLO: Final = Reply(500, "5.5.1", "This is an LMTP server: send LHLO")
+NEED_LHLO: Final = Reply(503, "5.5.1", "Send LHLO first")
+#: RFC 2033 §4.2: DATA (and BDAT, §4.3) with no successful RCPT is a 503 in LMTP.
+LMTP_NO_VALID_RECIPIENTS: Final = Reply(503, "5.5.1", "No valid recipients")
+
+
+def delivered(address: str) -> Reply:
+    """LMTP's standard answer for one recipient of an accepted message (RFC 2033 §4.2)."""
+    return Reply(250, "2.0.0", f"<{address}> Message accepted")
+
+
 # STARTTLS (RFC 3207) and AUTH (RFC 4954)
 READY_FOR_TLS: Final = Reply(220, "2.0.0", "Ready to start TLS")
 TLS_ALREADY_ACTIVE: Final = Reply(503, "5.5.1", "TLS already active")

@@ -61,6 +61,11 @@ class SMTPSettings:
     #: None: no cap.
     max_junk_commands: int | None = 100
     smtputf8: bool = True
+    #: CHUNKING and BINARYMIME (RFC 3030) are offered: BDAT.
+    chunking: bool = True
+    #: The session speaks LMTP (RFC 2033): LHLO instead of HELO/EHLO, and one reply per
+    #: recipient after the message.
+    lmtp: bool = False
     #: STARTTLS is offered (the I/O layer has a TLS context).
     starttls: bool = False
     require_tls: bool = False
@@ -78,6 +83,11 @@ class SMTPSettings:
     mechanisms: Mapping[str, Mechanism] = attrs.field(init=False, repr=False, eq=False)
     greeting: Reply = attrs.field(init=False, repr=False, eq=False)
     helo_reply: Reply = attrs.field(init=False, repr=False, eq=False)
+    help_reply: Reply = attrs.field(init=False, repr=False, eq=False)
+    #: HELP's answer when a handler answers EXPN.
+    help_reply_expn: Reply = attrs.field(init=False, repr=False, eq=False)
+    #: The values MAIL's BODY parameter may take (RFC 6152, and BINARYMIME with CHUNKING).
+    body_types: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
     _ehlo_plain: Reply = attrs.field(init=False, repr=False, eq=False)
     _ehlo_tls: Reply = attrs.field(init=False, repr=False, eq=False)
     # For the sessions allowed XCLIENT or XFORWARD: (tls_active, xclient, xforward) -> reply.
@@ -93,6 +103,13 @@ class SMTPSettings:
             "mechanisms": mechanisms,
             "greeting": Reply(220, None, f"{self.hostname} {self.banner}"),
             "helo_reply": Reply(250, None, self.hostname),
+            "help_reply": Reply(214, "2.0.0", "Commands: " + " ".join(self.commands())),
+            "help_reply_expn": Reply(
+                214, "2.0.0", "Commands: " + " ".join(self.commands(expn=True))
+            ),
+            "body_types": frozenset(
+                ("7BIT", "8BITMIME", "BINARYMIME") if self.chunking else ("7BIT", "8BITMIME")
+            ),
             "_ehlo_plain": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(False))),
             "_ehlo_tls": Reply(250, None, self.hostname, tuple(self.ehlo_keywords(True))),
             "_ehlo_forwarding": {
@@ -123,7 +140,10 @@ class SMTPSettings:
         keywords.append("8BITMIME")
         if self.smtputf8:
             keywords.append("SMTPUTF8")
-        keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
+        keywords.append("PIPELINING")
+        if self.chunking:
+            keywords += ["CHUNKING", "BINARYMIME"]
+        keywords.append("ENHANCEDSTATUSCODES")
         if self.starttls and not tls_active:
             keywords.append("STARTTLS")
         if self.auth_offered(tls_active):
@@ -139,6 +159,13 @@ class SMTPSettings:
             keywords.append(" ".join(("XFORWARD", *XFORWARD_ATTRIBUTES)))
         keywords.append("HELP")
         return keywords
+
+    def commands(self, *, expn: bool = False) -> list[str]:
+        """The commands HELP lists (EXPN when a handler answers it)."""
+        hello = ["LHLO"] if self.lmtp else ["HELO", "EHLO"]
+        data = ["DATA", "BDAT"] if self.chunking else ["DATA"]
+        verify = ["VRFY", "EXPN"] if expn else ["VRFY"]
+        return [*hello, "MAIL", "RCPT", *data, "RSET", "NOOP", "QUIT", *verify, "HELP"]
 
     def limits_keyword(self) -> str:
         """LIMITS (RFC 9422) with the limits in force: recipients per transaction, and mail

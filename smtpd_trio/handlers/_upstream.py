@@ -144,7 +144,7 @@ def stuffed_pieces(
     A dot is doubled at the start of every line, and also after a bare CR or LF: a server that
     takes those for line ends (against RFC 5321) must not see a line that is only a dot before
     the real end, so no message can be cut short or smuggled through (only a message kept with
-    ``bare_line_endings="keep"`` can contain bare CR or LF at all).
+    ``bare_line_endings="keep"``, or sent with BDAT, can contain bare CR or LF at all).
     """
     view = memoryview(data)
     for start in range(0, len(data), piece):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import ClassVar, Final, cast
 
@@ -76,13 +76,16 @@ class MessageHandler(Handler[StateT]):
         "on_message": ("session", "message", "parsed")
     }
 
-    async def on_data(self, session: Session[StateT], message: Message) -> Reply | None:
+    async def on_data(
+        self, session: Session[StateT], message: Message
+    ) -> Reply | Sequence[Reply | None] | None:
         parsed = await parse_message(message.content)
         return await self.on_message(session, message, parsed)
 
     async def on_message(
         self, session: Session[StateT], message: Message, parsed: EmailMessage
-    ) -> Reply | None:
+    ) -> Reply | Sequence[Reply | None] | None:
         """A complete message, parsed. Return None (or a 250 :class:`Reply`) once it is
-        safely handled, or refuse with :class:`~smtpd_trio.Reject`."""
+        safely handled, or refuse with :class:`~smtpd_trio.Reject`; in LMTP, or a list with
+        one answer per recipient, as from ``on_data``."""
         return None

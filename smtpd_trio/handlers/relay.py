@@ -5,7 +5,8 @@ in step with the client, so that the upstream's answers are the client's answers
   says EHLO, upgrades with STARTTLS when the upstream offers it, and sends MAIL;
 - ``on_rcpt`` sends RCPT: every recipient is accepted or refused by the upstream itself;
 - ``on_data`` sends DATA and the message with our ``Received:`` header on top, and relays the
-  upstream's final reply;
+  upstream's final reply (a message the client sent with BDAT goes on with DATA too, so
+  ``BODY=BINARYMIME`` is refused at MAIL: DATA cannot carry binary MIME);
 - ``on_transaction_end`` sends RSET if the upstream still has the transaction open (the client
   said RSET, or the message was refused before it reached the upstream); ``on_close`` says QUIT
   and closes.
@@ -57,6 +58,10 @@ QUIT_TIMEOUT: Final = 0.5
 UNAVAILABLE: Final = Reply(451, "4.4.1", "Upstream server unavailable, try again later")
 _NEEDS_SMTPUTF8: Final = Reply(553, "5.6.7", "Upstream server does not support SMTPUTF8 addresses")
 _NEEDS_8BITMIME: Final = Reply(554, "5.6.3", "Upstream server does not accept 8-bit message text")
+#: The message is passed on with DATA, which cannot carry binary MIME (RFC 3030 §3).
+_NO_BINARYMIME: Final = Reply(
+    555, "5.6.3", "BODY=BINARYMIME cannot be relayed here: send 8BITMIME or 7BIT"
+)
 _BAD_SENDER: Final = Reply(501, "5.1.7", "Address not usable for relaying")
 _BAD_RECIPIENT: Final = Reply(501, "5.1.3", "Address not usable for relaying")
 
@@ -200,6 +205,9 @@ class Relay(Handler[RelayState]):
     ) -> Reply | None:
         if _has_controls(address):  # the server never lets one through: this is a last guard
             return _BAD_SENDER
+        body = params.get("BODY")
+        if body is not None and body.upper() == "BINARYMIME":
+            return _NO_BINARYMIME
         state = session.state
         try:
             if state.in_transaction:  # not expected: the server ends a transaction first
