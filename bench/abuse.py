@@ -223,6 +223,7 @@ class Settings:
     keep: bool
     quick: bool
     json: Path | None
+    extra: tuple[str, ...] = ()  # more smtpd-trio command-line options, as given
 
 
 ALL_ATTACKS: Final = ("slow-data", "slow-line", "slow-noop", "idle", "parked", "large")
@@ -818,7 +819,7 @@ def server_argv(
             argv += ["--timeout", f"{attack.timeout:g}"]
         if attack.size_limit is not None:
             argv += ["--max-message-size", str(attack.size_limit)]
-        return argv
+        return [*argv, *settings.extra]
     assert aiosmtpd is not None
     return [
         str(aiosmtpd),
@@ -1294,6 +1295,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=ROOT / ".bench-cache", help="cache directory")
     p.add_argument("--keep", action="store_true", help="keep the maildirs under the cache")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.add_argument(
+        "--smtpd-trio-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="one more smtpd-trio command-line option, e.g. --smtpd-trio-option=--max-buffered-"
+        "bytes=64M (repeatable)",
+    )
     p.add_argument("--probe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -1341,6 +1350,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep=bool(args.keep),
         quick=quick,
         json=args.json,
+        extra=tuple(args.smtpd_trio_option),
     )
 
 

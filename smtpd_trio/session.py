@@ -28,7 +28,7 @@ import math
 import secrets
 import ssl
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
@@ -345,13 +345,20 @@ class SessionDriver:
 
     # ---- the loop ----------------------------------------------------------------------------
 
-    async def run(self, initial_data: bytes = b"") -> None:
-        """Serve the session to its end; always closes the stream. With reverse DNS, the
-        lookup of the client's name runs alongside (see :mod:`smtpd_trio.rdns`)."""
+    def run(self, initial_data: bytes = b"") -> Coroutine[Any, Any, None]:
+        """Serve the session to its end (await the result); always closes the stream. With
+        reverse DNS, the lookup of the client's name runs alongside (see
+        :mod:`smtpd_trio.rdns`).
+
+        Not a coroutine function itself: without reverse DNS it hands back :meth:`_serve`'s
+        coroutine, so an idle connection holds one coroutine frame fewer (thousands are idle
+        at once)."""
         rdns = self.shared.reverse_dns
         if rdns is None or self.quiet or client_ip(self.session.client.host) is None:
-            await self._serve(initial_data)
-            return
+            return self._serve(initial_data)
+        return self._serve_with_lookup(rdns, initial_data)
+
+    async def _serve_with_lookup(self, rdns: ReverseDNS, initial_data: bytes) -> None:
         async with trio.open_nursery() as nursery:
             self._rdns_pending = trio.Event()
             nursery.start_soon(self._look_up_client, rdns, self._rdns_pending)
@@ -408,7 +415,43 @@ class SessionDriver:
                 initial_data = b""
             if initial_data:
                 machine.receive_data(initial_data)
-            closed = await self._loop()
+
+            # The command loop: take events until the session is over. It is inline (not a
+            # method of its own) so that an idle connection holds one coroutine frame fewer.
+            #
+            # The hot path: one cancel scope serves many round trips. Its deadline is set to
+            # the client's time when we start waiting on the client (_io) and to infinity
+            # before any handler code runs (_stop_clock), so handler time is never counted, at
+            # the cost of one or two deadline updates per round trip instead of a new scope per
+            # read and per write. Between the end of a read and a handler call there is no
+            # checkpoint, so the timeout cannot fire in between. When a wait is cut short, the
+            # scope ends, _interrupted tells the machine why, and a new scope takes over.
+            dispatch = _DISPATCH
+            immediate = self._immediate
+            closed: Closed | None = None
+            while closed is None:
+                with trio.CancelScope() as scope:
+                    self._io_scope = scope
+                    try:
+                        while True:
+                            event = machine.next_event()
+                            if event is NEED_DATA:
+                                await self._io(scope)
+                                continue
+                            kind = type(event)
+                            if kind is Closed:
+                                await self._last_words(scope)
+                                closed = event  # type: ignore[assignment]
+                                break
+                            step = immediate.get(kind)
+                            if step is not None:
+                                step(self, event)  # nothing to await: no handler callback
+                            else:
+                                await dispatch[kind](self, event)
+                    finally:
+                        self._io_scope = None
+                if closed is None:
+                    self._interrupted()
             self._log_close(closed)
         except trio.Cancelled:
             # The server is stopping hard: say goodbye if we can, without waiting long.
@@ -438,49 +481,18 @@ class SessionDriver:
                     await self.stream.aclose()
             await trio.aclose_forcefully(self.stream)
 
-    async def _loop(self) -> Closed:
-        """Take events until the session is over.
-
-        The hot path: one cancel scope serves many round trips. Its deadline is set to
-        ``command_timeout`` from now when we start waiting on the client (:meth:`_io`) and to
-        infinity before any handler code runs (:meth:`_stop_clock`), so handler time is never
-        counted, at the cost of one or two deadline updates per round trip instead of a new
-        scope per read and per write. Between the end of a read and a handler call there is
-        no checkpoint, so the timeout cannot fire in between.
-        """
-        machine = self.machine
-        dispatch = _DISPATCH
-        immediate = self._immediate
-        while True:
-            with trio.CancelScope() as scope:
-                self._io_scope = scope
-                try:
-                    while True:
-                        event = machine.next_event()
-                        if event is NEED_DATA:
-                            await self._io(scope)
-                            continue
-                        kind = type(event)
-                        if kind is Closed:
-                            # The last words (221, 421) go out under this same scope.
-                            data = machine.data_to_send()
-                            if data and not self._broken:
-                                scope.deadline = trio.current_time() + _GOODBYE_TIMEOUT
-                                self._waiting = "goodbye"
-                                try:
-                                    await self.stream.send_all(data)
-                                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                                    self._broken = True
-                                self._waiting = None
-                            return event  # type: ignore[return-value]
-                        step = immediate.get(kind)
-                        if step is not None:
-                            step(self, event)  # nothing to await: no handler callback
-                        else:
-                            await dispatch[kind](self, event)
-                finally:
-                    self._io_scope = None
-            self._interrupted()
+    async def _last_words(self, scope: trio.CancelScope) -> None:
+        """Send what the machine queued with its Closed event (221, 421), under the command
+        loop's scope with a short deadline."""
+        data = self.machine.data_to_send()
+        if data and not self._broken:
+            scope.deadline = trio.current_time() + _GOODBYE_TIMEOUT
+            self._waiting = "goodbye"
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._broken = True
+            self._waiting = None
 
     def _timeout(self) -> float:
         return self._stress_timeout if self.shared.stressed else self._command_timeout
