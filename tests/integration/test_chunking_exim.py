@@ -62,6 +62,14 @@ def exim_program() -> str:
     )
 
 
+def closed_directory_above(program: str) -> Path | None:
+    """The first directory above ``program`` that others cannot search, if any."""
+    for parent in Path(program).resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            return parent
+    return None
+
+
 @attrs.frozen
 class EximRun:
     returncode: int
@@ -123,6 +131,11 @@ class Exim:
         if done.returncode != 0 or "exim_user = " not in output:
             pytest.skip(f"this Exim cannot run here: {output.strip()}")
         user = pwd.getpwnam(output.split("exim_user = ", 1)[1].split()[0])
+        unsearchable = closed_directory_above(self.program)
+        if unsearchable is not None:
+            # Exim re-executes itself as that user to deliver (-Mc): a directory it cannot
+            # search on the way to the binary fails every delivery with "Permission denied".
+            pytest.fail(f"{unsearchable} is not searchable by {user.pw_name}: chmod o+x it")
         for name in ("spool", "log"):
             (self.root / name).mkdir(exist_ok=True)  # -bP may have made the spool already
             os.chown(self.root / name, user.pw_uid, user.pw_gid)
