@@ -16,7 +16,7 @@ import pwd
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
@@ -48,19 +48,20 @@ error     unix  - - n -   - error
 retry     unix  - - n -   - error
 discard   unix  - - n -   - discard
 lmtp      unix  - - n -   - lmtp
+smtp      unix  - - n -   - smtp
 anvil     unix  - - n -   1 anvil
 scache    unix  - - n -   1 scache
 postlog   unix-dgram n - n - 1 postlogd
 """
 
 _STATUS: Final = re.compile(
-    r" postfix/lmtp\[\d+\]: \w+: to=<([^>]*)>, (.*?) status=(\w+) \((.*)\)$"
+    r" postfix/(?:lmtp|smtp)\[\d+\]: \w+: to=<([^>]*)>, (.*?) status=(\w+) \((.*)\)$"
 )
 
 
 @attrs.frozen
 class Status:
-    """What Postfix's lmtp client logged for one recipient."""
+    """What Postfix's lmtp or smtp client logged for one recipient."""
 
     recipient: str
     #: ``sent``, ``deferred`` or ``bounced``.
@@ -108,7 +109,7 @@ class PostfixInstance:
             return "(no maillog)"
 
     def statuses(self) -> list[Status]:
-        """Every delivery attempt the lmtp client logged so far, in order."""
+        """Every delivery attempt the lmtp and smtp clients logged so far, in order."""
         found = []
         for line in self.log().splitlines():
             m = _STATUS.search(line)
@@ -124,7 +125,17 @@ class PostfixInstance:
                 if len(found) >= count:
                     return found[:count]
                 await trio.sleep(0.05)  # Postfix tells us only through its log
-        pytest.fail(f"Postfix logged fewer than {count} lmtp deliveries:\n{self.log()}")
+        pytest.fail(f"Postfix logged fewer than {count} deliveries:\n{self.log()}")
+
+    async def wait_for_log(self, text: str) -> str:
+        """The log, once ``text`` is in it."""
+        with trio.move_on_after(DEADLINE):
+            while True:
+                log = self.log()
+                if text in log:
+                    return log
+                await trio.sleep(0.05)  # Postfix tells us only through its log
+        pytest.fail(f"Postfix did not log {text!r}:\n{self.log()}")
 
 
 def _program(name: str) -> str:
@@ -147,9 +158,13 @@ def require_postfix() -> pwd.struct_passwd:
 
 
 @asynccontextmanager
-async def running_postfix(transports: Mapping[str, str]) -> AsyncIterator[PostfixInstance]:
+async def running_postfix(
+    transports: Mapping[str, str], settings: Sequence[str] = ()
+) -> AsyncIterator[PostfixInstance]:
     """A private Postfix on loopback relaying each domain of ``transports`` to its Postfix
-    transport (``lmtp:inet:127.0.0.1:PORT``, ``lmtp:unix:/path``), and discarding the rest."""
+    transport (``lmtp:inet:127.0.0.1:PORT``, ``lmtp:unix:/path``,
+    ``smtp:[127.0.0.1]:PORT``), and discarding the rest; ``settings`` are more main.cf
+    lines."""
     owner = require_postfix()
     root = Path(tempfile.mkdtemp(prefix="pf-"))
     os.chmod(root, 0o755)  # Postfix's daemons (user postfix) find their queue under it
@@ -185,6 +200,8 @@ async def running_postfix(transports: Mapping[str, str]) -> AsyncIterator[Postfi
                 "smtpd_relay_restrictions = permit_mynetworks, reject",
                 "biff = no",
                 "lmtp_connection_cache_on_demand = no",
+                "smtp_connection_cache_on_demand = no",
+                *settings,
                 "",
             ]
         )
