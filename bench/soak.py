@@ -8,12 +8,16 @@ installed the way ``bench/run.py`` does it (its code, imported).
 It starts the CLI, ``python -m smtpd_trio --port 0 --handler maildir:DIR`` (default settings
 otherwise), and sends ``--messages`` messages with ``smtp-source -c -d -s SESSIONS`` (persistent
 sessions, a counter of completed DATA commands) to 127.0.0.1, sampling the server's RSS
-(``VmRSS``) every ``--interval`` seconds. At the end:
+(``VmRSS``) every ``--interval`` seconds. The server ends a session after
+``max_messages_per_session`` messages (10,000 by default), as a real server should, and
+smtp-source does not reconnect, so the load runs in rounds of at most half of SESSIONS times
+that limit (smtp-source's sessions do not share the messages out evenly): each round is a new
+smtp-source with new sessions, as real clients reconnect. At the end:
 
-* the count check: smtp-source must exit 0 (it stops at the first refused message, and its
-  counter counts completed DATA commands, a refused one too) and the number of files in
-  ``DIR/new`` must equal the number of messages it reports sent: every 250 a stored file,
-  none extra; ``DIR/tmp`` must be empty;
+* the count check: every round of smtp-source must exit 0 (it stops at the first refused
+  message, and its counter counts completed DATA commands, a refused one too) and the number of
+  files in ``DIR/new`` must equal the number of messages the rounds report sent: every 250 a
+  stored file, none extra; ``DIR/tmp`` must be empty;
 * RSS over time: the first sample under load, min, max, last, and a verdict: **flat** when the
   highest sample of the last quarter of the run is within ``--tolerance`` (10%) of the highest
   of the first quarter, **growing** otherwise;
@@ -38,12 +42,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
 from run import ROOT, SMTP_SOURCE, ensure_postfix, first_line, raise_fd_limit, say
 from serverproc import ServerProcess, mib, smtpd_trio
+
+from smtpd_trio import Config
 
 SENDER: Final = "a@example.com"
 RECIPIENT: Final = "b@example.org"
@@ -107,33 +113,29 @@ def quarter_verdict(samples: Sequence[Sample], tolerance: float) -> tuple[str, s
 
 def soak(args: argparse.Namespace, maildir: Path, log: Path) -> bool:
     counter_file = args.cache / "logs" / "soak-smtp-source.out"
-    argv = [
-        SMTP_SOURCE,
-        "-c",
-        "-d",
-        "-s",
-        str(args.sessions),
-        "-m",
-        str(args.messages),
-        "-l",
-        str(args.size),
-        "-f",
-        SENDER,
-        "-t",
-        RECIPIENT,
-    ]
+    argv = [SMTP_SOURCE, "-c", "-d", "-s", str(args.sessions)]
+    argv_end = ["-l", str(args.size), "-f", SENDER, "-t", RECIPIENT]
+    per_session = Config().max_messages_per_session
+    per_round = args.messages if per_session is None else max(1, args.sessions * per_session // 2)
     ok = True
     with smtpd_trio(["--handler", f"maildir:{maildir}"], log) as server:
         say(f"server: python -m smtpd_trio --port 0 --handler maildir:{maildir} (pid {server.pid})")
-        say(f"load:   {shlex.join(argv)} 127.0.0.1:PORT")
+        rounds = -(-args.messages // per_round)
+        say(
+            f"load:   {shlex.join([*argv, '-m', str(min(per_round, args.messages)), *argv_end])} "
+            f"127.0.0.1:PORT, {rounds:,} round(s) for {args.messages:,} messages"
+        )
         idle = server.rss_kib()
         say(f"RSS before the load: {mib(idle)} MiB")
         say("")
         say(f"{'seconds':>8} {'delivered':>10} {'msg/s':>7} {'RSS MiB':>8}")
-        samples, returncode, wall, stderr = run_load(
-            server, [*argv, f"127.0.0.1:{server.port}"], counter_file, args
+        samples, returncode, wall, stderr, reported = run_load(
+            server,
+            lambda count: [*argv, "-m", str(count), *argv_end, f"127.0.0.1:{server.port}"],
+            per_round,
+            counter_file,
+            args,
         )
-        reported = counter_value(counter_file)
         files = count_files(maildir / "new")
         leftover = count_files(maildir / "tmp")
         server.proc.send_signal(signal.SIGTERM)
@@ -185,44 +187,62 @@ def soak(args: argparse.Namespace, maildir: Path, log: Path) -> bool:
 
 
 def run_load(
-    server: ServerProcess, argv: list[str], counter_file: Path, args: argparse.Namespace
-) -> tuple[list[Sample], int, float, str]:
-    """Run smtp-source, sampling the server; (samples, exit status, seconds, its stderr)."""
+    server: ServerProcess,
+    argv: Callable[[int], list[str]],
+    per_round: int,
+    counter_file: Path,
+    args: argparse.Namespace,
+) -> tuple[list[Sample], int, float, str, int]:
+    """Run smtp-source in rounds of at most ``per_round`` messages, sampling the server;
+    (samples, exit status of the last round, seconds, its stderr, messages it reported sent).
+    A round that fails ends the load."""
     samples: list[Sample] = []
     deadline_s = 600 + args.messages / 50
     counter_file.parent.mkdir(parents=True, exist_ok=True)
-    with counter_file.open("wb") as out:
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
-        next_sample = start + args.interval
-        last_count, last_time = 0, start
-        try:
-            while proc.poll() is None:
-                now = time.monotonic()
-                if now - start > deadline_s:
-                    say(f"smtp-source still running after {deadline_s:.0f} s: stopped")
+    start = time.monotonic()
+    next_sample = start + args.interval
+    last_count, last_time = 0, start
+    done = 0  # messages reported sent by the rounds before this one
+    returncode, err = 0, b""
+    while done < args.messages and returncode == 0:
+        with counter_file.open("wb") as out:
+            proc = subprocess.Popen(
+                argv(min(per_round, args.messages - done)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                while proc.poll() is None:
+                    now = time.monotonic()
+                    if now - start > deadline_s:
+                        say(f"smtp-source still running after {deadline_s:.0f} s: stopped")
+                        proc.kill()
+                        break
+                    if now >= next_sample:
+                        next_sample += args.interval
+                        rss = server.rss_kib()
+                        delivered = done + counter_value(counter_file)
+                        if rss is not None:
+                            samples.append(Sample(now - start, delivered, rss))
+                            rate = (delivered - last_count) / (now - last_time)
+                            say(
+                                f"{now - start:8.0f} {delivered:10,} {rate:7,.0f} {rss / 1024:8.1f}"
+                            )
+                        last_count, last_time = delivered, now
+                    time.sleep(min(0.2, max(0.0, next_sample - time.monotonic())))
+                _out, err = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
                     proc.kill()
-                    break
-                if now >= next_sample:
-                    next_sample += args.interval
-                    rss = server.rss_kib()
-                    delivered = counter_value(counter_file)
-                    if rss is not None:
-                        samples.append(Sample(now - start, delivered, rss))
-                        rate = (delivered - last_count) / (now - last_time)
-                        say(f"{now - start:8.0f} {delivered:10,} {rate:7,.0f} {rss / 1024:8.1f}")
-                    last_count, last_time = delivered, now
-                time.sleep(min(0.2, max(0.0, next_sample - time.monotonic())))
-            _out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        wall = time.monotonic() - start
+                    proc.wait()
+        returncode = proc.returncode
+        done += counter_value(counter_file)
+    wall = time.monotonic() - start
     rss = server.rss_kib()
     if rss is not None:
-        samples.append(Sample(wall, counter_value(counter_file), rss))
-    return samples, proc.returncode, wall, err.decode(errors="replace")
+        samples.append(Sample(wall, done, rss))
+    return samples, returncode, wall, err.decode(errors="replace"), done
 
 
 def machine_facts() -> list[str]:
