@@ -132,52 +132,40 @@ class PrometheusMetrics:
             connections, "served", known=[r for r in CloseReason if r is not _EARLY_TALKER]
         )
         self._refused: _Children[str] = _Children(connections, "refused", known=_REFUSALS)
-        transactions = Counter(
+
+        def by_outcome(name: str, documentation: str, known: Iterable[_K]) -> _Children[_K]:
+            family = Counter(name, documentation, ["outcome"], namespace=namespace, registry=reg)
+            return _Children(family, known=known)
+
+        self._transactions: _Children[TransactionOutcome] = by_outcome(
             "transactions",
             "Mail transactions by how they ended: accepted (250 sent), refused, reset (RSET, "
             "HELO/EHLO) or aborted (the connection ended inside one).",
-            ["outcome"],
-            namespace=namespace,
-            registry=reg,
+            TransactionOutcome,
         )
-        self._transactions: _Children[TransactionOutcome] = _Children(
-            transactions, known=TransactionOutcome
-        )
-        message_bytes = Counter(
+        self._bytes: _Children[TransactionOutcome] = by_outcome(
             "message_bytes",
             "Octets of message text read (dot-unstuffed, without the final dot), by the "
             "outcome of the transaction.",
-            ["outcome"],
-            namespace=namespace,
-            registry=reg,
+            _WITH_TEXT,
         )
-        self._bytes: _Children[TransactionOutcome] = _Children(message_bytes, known=_WITH_TEXT)
-        proxy = Counter(
+        self._proxy: _Children[str] = by_outcome(
             "proxy_headers",
             "PROXY stage outcomes: a v1 or v2 header naming the client, a header without one "
             "(local: v2 LOCAL, v1 UNKNOWN), an untrusted peer served directly, or refused.",
-            ["outcome"],
-            namespace=namespace,
-            registry=reg,
+            _PROXY_OUTCOMES,
         )
-        self._proxy: _Children[str] = _Children(proxy, known=_PROXY_OUTCOMES)
-        tls = Counter(
+        self._tls: _Children[str] = by_outcome(
             "tls_handshakes",
             "TLS handshakes (implicit TLS and STARTTLS) by outcome.",
-            ["outcome"],
-            namespace=namespace,
-            registry=reg,
+            _TLS_OUTCOMES,
         )
-        self._tls: _Children[str] = _Children(tls, known=_TLS_OUTCOMES)
-        auth = Counter(
+        self._auth: _Children[str] = by_outcome(
             "auth_attempts",
             "AUTH exchanges answered by the authenticator: success (235), failure (535 or "
             "another 5xx), temporary-failure (454 or another 4xx).",
-            ["outcome"],
-            namespace=namespace,
-            registry=reg,
+            _AUTH_OUTCOMES,
         )
-        self._auth: _Children[str] = _Children(auth, known=_AUTH_OUTCOMES)
         self._duration = Histogram(
             "session_duration_seconds",
             "How long served sessions lasted, from the start of the session to its end.",
