@@ -156,11 +156,17 @@ class Exim:
         return EximRun(done.returncode, transcript, mainlog)
 
 
-@asynccontextmanager
-async def exim_client(port: int) -> AsyncIterator[Exim]:
+@pytest.fixture
+def exim() -> str:
+    """The Exim binary, or skip saying why. A synchronous fixture: a skip raised inside a
+    Trio test's nursery loses its reason."""
     if os.geteuid() != 0:
         pytest.skip("Exim with a private configuration and spool (-C) is run as root here")
-    program = exim_program()
+    return exim_program()
+
+
+@asynccontextmanager
+async def exim_client(program: str, port: int) -> AsyncIterator[Exim]:
     with tempfile.TemporaryDirectory(prefix="exim-") as name:
         os.chmod(name, 0o755)
         exim = Exim(program, Path(name), port)
@@ -201,11 +207,13 @@ async def start(nursery: trio.Nursery, handler: Handler) -> int:
 TEXT = b"From: a@sender.test\nSubject: chunked\n\nfirst line\n.\n..two dots\n.leading dot\nlast\n"
 
 
-async def test_exim_sends_with_bdat_and_we_get_the_message_exactly(nursery: trio.Nursery) -> None:
+async def test_exim_sends_with_bdat_and_we_get_the_message_exactly(
+    nursery: trio.Nursery, exim: str
+) -> None:
     handler = Recorder()
     port = await start(nursery, handler)
-    async with exim_client(port) as exim:
-        run = await exim.send("a@sender.test", ["b@example.org", "c@example.org"], TEXT)
+    async with exim_client(exim, port) as client:
+        run = await client.send("a@sender.test", ["b@example.org", "c@example.org"], TEXT)
     assert run.returncode == 0, run.transcript
     assert "250-CHUNKING" in run.transcript
     assert "will write message using CHUNKING" in run.transcript
@@ -231,16 +239,16 @@ async def test_exim_sends_with_bdat_and_we_get_the_message_exactly(nursery: trio
 
 
 async def test_every_recipient_refused_the_pipelined_chunk_is_still_read(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, exim: str
 ) -> None:
     """Exim pipelines BDAT with the RCPTs: when every RCPT is refused the chunk is on its way
     already. It must be read and answered (554), not parsed as commands, for the conversation
     to stay in step (go-smtp #315)."""
     handler = Recorder()
     port = await start(nursery, handler)
-    async with exim_client(port) as exim:
+    async with exim_client(exim, port) as client:
         text = b"Subject: doomed\n\nQUIT\nRSET\nMAIL FROM:<evil@x.test>\n"
-        run = await exim.send("a@sender.test", ["nobody@example.org"], text)
+        run = await client.send("a@sender.test", ["nobody@example.org"], text)
     assert "SMTP<< 550 5.1.1 No such user here" in run.transcript, run.transcript
     assert "SMTP<< 554 5.5.1 No valid recipients" in run.transcript, run.transcript
     assert "SMTP<< 221 2.0.0 Bye" in run.transcript, run.transcript  # its QUIT, after them
@@ -262,12 +270,12 @@ class Streamer(Handler):
         return None
 
 
-async def test_a_large_message_streams_as_it_arrives(nursery: trio.Nursery) -> None:
+async def test_a_large_message_streams_as_it_arrives(nursery: trio.Nursery, exim: str) -> None:
     handler = Streamer()
     port = await start(nursery, handler)
     body = b"".join(b"line %07d of a large message\n" % i for i in range(60_000))  # ~2 MB
-    async with exim_client(port) as exim:
-        run = await exim.send("a@sender.test", ["b@example.org"], b"Subject: big\n\n" + body)
+    async with exim_client(exim, port) as client:
+        run = await client.send("a@sender.test", ["b@example.org"], b"Subject: big\n\n" + body)
     assert run.returncode == 0, run.transcript
     assert "BDAT " in run.transcript
     assert handler.data.endswith(body.replace(b"\n", b"\r\n"))
