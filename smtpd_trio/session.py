@@ -25,8 +25,10 @@ import functools
 import itertools
 import logging
 import math
+import os
 import secrets
 import ssl
+import sys
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, final
@@ -90,6 +92,8 @@ __all__ = ["forwarding_rights", "new_session_id", "run_session"]
 log: Final = logging.getLogger("smtpd_trio.session")
 
 _RECEIVE_SIZE: Final = 65536
+#: Plain sockets are read and written by file descriptor on the hot path (see _io).
+_DIRECT_IO: Final = sys.platform != "win32"
 _DEADLINE_SLACK: Final = 1.0
 #: How long a goodbye (the last replies, on_transaction_end, on_close) may take.
 _GOODBYE_TIMEOUT: Final = 1.0
@@ -129,6 +133,37 @@ def _tls_error_text(exc: BaseException) -> str:
 def new_session_id() -> str:
     """A short id, unique within this process (a random prefix and a counter)."""
     return f"{_PREFIX}{next(_counter):x}"
+
+
+def _send_now(fd: int, data: bytes) -> int:
+    """Write what a plain socket takes at once, by descriptor; 0 if none (or ``fd`` is -1).
+
+    A reply fits the socket's send buffer nearly always, and Trio's ``send_all`` would then
+    only add a trip through the scheduler that the read after it makes anyway. The caller
+    hands any rest to ``send_all``, which waits for room; an OSError is a broken connection.
+    """
+    if fd < 0:
+        return 0
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+
+
+async def _receive(fd: int) -> bytes:
+    """Read once from a plain socket, by descriptor: wait until it is readable, then read.
+
+    Trio's ``receive_some`` tries the read first and waits only when nothing is there; in a
+    lockstep exchange nothing is there yet (we have just answered), so that first read is a
+    wasted system call. Waiting first is a checkpoint like any Trio read: cancel scopes and
+    deadlines apply. An OSError is a broken connection (the caller treats it as the end).
+    """
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            return os.read(fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            continue  # another wakeup took it (spurious readiness): wait again
 
 
 @final
@@ -255,6 +290,7 @@ class SessionDriver:
         "_broken",
         "_budget",
         "_command_timeout",
+        "_fd",
         "_handler_scope",
         "_immediate",
         "_in_data",
@@ -288,6 +324,10 @@ class SessionDriver:
         quiet: bool = False,
     ) -> None:
         self.stream = stream
+        # The socket's descriptor for the direct I/O of _io, or -1 (TLS, tests' memory streams).
+        self._fd = (
+            stream.socket.fileno() if _DIRECT_IO and type(stream) is trio.SocketStream else -1
+        )
         self.shared = shared if shared is not None else Shared.for_config(config)
         #: For ignored hosts (health checks): no on_connect and no per-connection log lines.
         self.quiet = quiet
@@ -396,6 +436,7 @@ class SessionDriver:
                 if initial_data:
                     # Bytes read together with the PROXY header are the start of the client's
                     # TLS handshake, not SMTP: hand them to the TLS layer.
+                    self._fd = -1
                     self.stream = _PrefixedStream(self.stream, initial_data)
                     initial_data = b""
                 info = await self._handshake()
@@ -489,8 +530,10 @@ class SessionDriver:
             scope.deadline = trio.current_time() + _GOODBYE_TIMEOUT
             self._waiting = "goodbye"
             try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sent = _send_now(self._fd, data)
+                if sent < len(data):
+                    await self.stream.send_all(data[sent:] if sent else data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self._broken = True
             self._waiting = None
 
@@ -530,11 +573,14 @@ class SessionDriver:
             scope.deadline = min(deadline + _DEADLINE_SLACK, self._session_end)
         self._wait_started = now
         data = machine.data_to_send()
+        fd = self._fd
         if data:
             self._waiting = "send"
             try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sent = _send_now(fd, data)
+                if sent < len(data):
+                    await self.stream.send_all(data[sent:] if sent else data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self._waiting = None
                 self._broken = True
                 machine.receive_data(b"")
@@ -545,9 +591,13 @@ class SessionDriver:
                 self._waiting = None
                 return
         self._waiting = "receive" if machine.in_transaction else "idle"
+        received: bytes | bytearray
         try:
-            received = await self.stream.receive_some(_RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if fd >= 0:
+                received = await _receive(fd)
+            else:
+                received = await self.stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             received = b""
         self._waiting = None
         self._budget -= trio.current_time() - now
@@ -1000,6 +1050,7 @@ class SessionDriver:
         under ``tls_handshake_timeout``. On success the session's stream is the TLS stream;
         on failure or timeout, one log line and None (the caller ends the session)."""
         self._stop_clock()
+        self._fd = -1  # from here on the session speaks through the TLS stream
         context = self.config.tls_context
         assert context is not None
         _capture_sni(context)
