@@ -104,6 +104,13 @@ class TextFormatter(logging.Formatter):
             self._second = cached
         return f"{cached[1]},{int(record.msecs):03d}"
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)  # the traceback's lines follow the message
+        # What logging.Formatter.format makes of our format string, in one step.
+        record.message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.name}: {record.message}"
+
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line.

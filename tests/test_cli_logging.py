@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtpd_trio.cli import (
     BufferedLogHandler,
@@ -189,6 +191,37 @@ def test_text_time_follows_each_record_across_seconds() -> None:
     for offset, msecs in [(0, 123.0), (0, 999.0), (1, 0.0), (3600, 5.0), (0, 1.0)]:
         rec = record("x", created=CREATED + offset, msecs=msecs)
         assert formatter.format(rec) == standard.format(rec)
+
+
+@given(
+    message=st.text(),
+    args=st.lists(st.one_of(st.text(), st.integers(), st.none()), max_size=3),
+    level=st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]),
+    name=st.text(min_size=1),
+    with_exception=st.booleans(),
+    with_stack=st.booleans(),
+)
+def test_text_is_what_the_standard_formatter_writes(
+    message: str,
+    args: list[object],
+    level: int,
+    name: str,
+    with_exception: bool,
+    with_stack: bool,
+) -> None:
+    # The text formatter writes the line in one step; byte for byte what logging.Formatter
+    # makes of the same format, for any message text (client-controlled parts included),
+    # with a traceback or a stack after it or not.
+    msg = message.replace("%", "%%") + " %s" * len(args)
+    rec = record(msg, *args, levelno=level, levelname=logging.getLevelName(level), name=name)
+    if with_exception:
+        try:
+            raise ValueError(message)
+        except ValueError:
+            rec.exc_info = sys.exc_info()
+    if with_stack:
+        rec.stack_info = "Stack (most recent call last):\n  here"
+    assert TextFormatter().format(rec) == logging.Formatter(TEXT_FORMAT).format(rec)
 
 
 # --- buffered handler ---------------------------------------------------------------------
