@@ -114,6 +114,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON[0])
+def instructions(session: nox.Session) -> None:
+    """Instructions per message and per connection under Valgrind, smtpd-trio beside the floor
+    and aiosmtpd: figures a shared machine's load does not move, for before/after."""
+    session.install("-e", ".")
+    session.run("python", "bench/instructions.py", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
 def abuse(session: nox.Session) -> None:
     """Attacks on an open port, smtpd-trio beside aiosmtpd (docs/abuse.md); ``-- --quick`` for
     a short run. Prints a table, never fails on a figure."""

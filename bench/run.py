@@ -677,7 +677,7 @@ def serving(
     logs.mkdir(parents=True, exist_ok=True)
     try:
         port = free_port()
-        argv = pinned(plan_argv(plan, port, settings), plan.cpus)
+        argv = pinned(plan_argv(plan, port, settings.cache), plan.cpus)
         note_command(argv, port)
         env = smtpd_trio_env() if plan.key.startswith(("smtpd-trio", "floor")) else None
         with (logs / f"{plan.key}.log").open("ab") as log:
@@ -735,8 +735,8 @@ def serving(
             stop(proc, stop_signal if proc is procs[0] else signal.SIGTERM)
 
 
-def plan_argv(plan: ServerPlan, port: int, settings: Settings) -> list[str]:
-    cache = settings.cache
+def plan_argv(plan: ServerPlan, port: int, cache: Path) -> list[str]:
+    """The command that starts ``plan``'s server on ``port`` (scripts from write_scripts)."""
     if plan.key == "aiosmtpd":
         python = cache / "aiosmtpd-venv" / "bin" / "python"
         return [str(python), str(cache / "aiosmtpd_sink.py"), str(port)]
@@ -2039,6 +2039,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, bool]:
     return settings, bool(args.profile)
 
 
+def write_scripts(cache: Path) -> None:
+    """The launcher, the floor and the aiosmtpd server, written into the cache directory."""
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "smtpd_trio_sink.py").write_text(TRIO_LAUNCHER % {"max_connections": MAX_CONNECTIONS})
+    (cache / "trio_floor.py").write_text(FLOOR_SERVER)
+    (cache / "aiosmtpd_sink.py").write_text(AIOSMTPD_SERVER % {"max_size": MAX_MESSAGE_SIZE})
+
+
 def plans_for(settings: Settings, aiosmtpd_python: Path | None, postfix: bool) -> list[ServerPlan]:
     wanted = set(settings.servers)
     plans: list[ServerPlan] = []
@@ -2072,14 +2080,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["--client-worker"]:
         return client_worker(args[1:])
     settings, want_profile = parse_args(args)
-    settings.cache.mkdir(parents=True, exist_ok=True)
-    (settings.cache / "smtpd_trio_sink.py").write_text(
-        TRIO_LAUNCHER % {"max_connections": MAX_CONNECTIONS}
-    )
-    (settings.cache / "trio_floor.py").write_text(FLOOR_SERVER)
-    (settings.cache / "aiosmtpd_sink.py").write_text(
-        AIOSMTPD_SERVER % {"max_size": MAX_MESSAGE_SIZE}
-    )
+    write_scripts(settings.cache)
     for old in (settings.cache / "logs").glob("*.log"):
         old.unlink()  # this run's logs only: the CLI's INFO log grows by a line per message
     fd_limit = raise_fd_limit()
