@@ -9,7 +9,9 @@ installed). It uses the standard library only; what it needs besides, it install
 * Postfix (for ``smtp-source`` and ``smtp-sink``) through apt when we are root on Debian, with
   the daemon kept from starting; otherwise the Postfix parts are skipped with a message.
 
-Each server runs in turn on a loopback port, as its own process:
+Each server runs on a loopback port, as its own process, in rounds: each round starts every server
+in turn and runs each load on it once, and the figures are the medians of the rounds (so drift
+in a shared machine's speed during the run moves every row alike):
 
 * smtpd-trio (launcher): a launcher written into the cache dir calls ``serve_smtp`` with the
   ``Sink`` handler and ``Config(max_connections=20000, max_connections_per_client=None,
@@ -1487,46 +1489,88 @@ def run_loads(
     return out
 
 
-def measure(
-    plan: ServerPlan, settings: Settings, fd_limit: int, postfix: bool, shape: LoadShape
-) -> Result:
-    result = Result(plan.name, plan.key)
-    say(f"--- {plan.name}")
-    # Idle connections on a fresh process, so no memory freed by a load is reused.
+def measure_idle(plan: ServerPlan, settings: Settings, fd_limit: int, result: Result) -> None:
+    """RSS per idle connection, on a fresh process (so no memory freed by a load is reused)."""
     idle = min(settings.idle, fd_limit - FD_SPARE)
     if plan.haproxy is not None:
         idle = min(idle, (fd_limit - FD_SPARE) // 2)
-    if idle > 0:
-        with serving(plan, settings, fd_limit) as server:
-            if server is not None:
-                warm = Client(server.port)
-                with contextlib.suppress(OSError):
-                    warm.reply()
-                warm.close()
-                time.sleep(0.3)
-                got = idle_connections(server.pid, server.port, idle)
-                if isinstance(got, str):
-                    result.notes.append(got)
-                else:
-                    result.idle_kib, result.idle_count = got
-                    if got[1] < idle:
-                        result.notes.append(f"only {got[1]} of {idle} idle connections opened")
-            else:
-                result.notes.append("did not start")
+    if idle <= 0:
+        return
     with serving(plan, settings, fd_limit) as server:
         if server is None:
             result.notes.append("did not start")
-            return result
+            return
+        warm = Client(server.port)
+        with contextlib.suppress(OSError):
+            warm.reply()
+        warm.close()
+        time.sleep(0.3)
+        got = idle_connections(server.pid, server.port, idle)
+        if isinstance(got, str):
+            result.notes.append(got)
+        else:
+            result.idle_kib, result.idle_count = got
+            if got[1] < idle:
+                result.notes.append(f"only {got[1]} of {idle} idle connections opened")
+
+
+def measure_round(
+    plan: ServerPlan,
+    settings: Settings,
+    fd_limit: int,
+    postfix: bool,
+    shape: LoadShape,
+    result: Result,
+    first: bool,
+) -> dict[str, LoadRun]:
+    """One round for one server: a fresh process, warmed up, each load once (and, in the
+    first round, the latency and the peak RSS)."""
+    say(f"--- {plan.name}")
+    with serving(plan, settings, fd_limit) as server:
+        if server is None:
+            result.notes.append("did not start")
+            return {}
         warm_up(server, settings, shape, postfix)
-        if settings.latency > 0:
+        if first and settings.latency > 0:
             lat = latency(server.port, settings.latency, settings.size)
             if isinstance(lat, str):
                 result.notes.append(lat)
             else:
                 result.p50_ms, result.p99_ms = lat
-        result.loads = run_loads(server, settings, shape, postfix, result.notes)
-        result.peak_rss_kib = status_kib(server.pid, "VmHWM")
-    return result
+        once = dataclasses.replace(settings, repeat=1)
+        runs = run_loads(server, once, shape, postfix, result.notes)
+        peak = status_kib(server.pid, "VmHWM")
+        if peak is not None:
+            result.peak_rss_kib = max(result.peak_rss_kib or 0, peak)
+    return runs
+
+
+def measure_all(
+    plans: Sequence[ServerPlan], settings: Settings, fd_limit: int, postfix: bool, shape: LoadShape
+) -> list[Result]:
+    """Every server, in rounds: each round runs every server once through every load, so a
+    machine that gets slower or faster during the run moves every row alike (in turn, all the
+    repeats of one server would carry that drift into the ratios). The medians of the rounds."""
+    results = [Result(plan.name, plan.key) for plan in plans]
+    for plan, result in zip(plans, results, strict=True):
+        try:
+            measure_idle(plan, settings, fd_limit, result)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            result.notes.append(f"idle connections could not be measured: {exc}")
+    runs: list[dict[str, list[LoadRun]]] = [collections.defaultdict(list) for _ in plans]
+    for round_no in range(settings.repeat):
+        say(f"=== round {round_no + 1} of {settings.repeat}")
+        for plan, result, got in zip(plans, results, runs, strict=True):
+            try:
+                one = measure_round(plan, settings, fd_limit, postfix, shape, result, round_no == 0)
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                result.notes.append(f"could not run: {exc}")
+                continue
+            for load, run in one.items():
+                got[load].append(run)
+    for result, got in zip(results, runs, strict=True):
+        result.loads = {load: median_run(load_runs) for load, load_runs in got.items()}
+    return results
 
 
 def profile(settings: Settings, fd_limit: int, shape: LoadShape) -> None:
@@ -2096,12 +2140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     plans = plans_for(settings, aiosmtpd_python, postfix)
     say(f"file descriptors: {fd_limit}; cache: {settings.cache}")
-    results: list[Result] = []
-    for plan in plans:
-        try:
-            results.append(measure(plan, settings, fd_limit, postfix, shape))
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            results.append(Result(plan.name, plan.key, notes=[f"could not run: {exc}"]))
+    results = measure_all(plans, settings, fd_limit, postfix, shape)
     scaling: list[ScalingRow] = []
     if settings.scaling is not None:
         try:
