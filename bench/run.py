@@ -1496,6 +1496,7 @@ def measure_idle(plan: ServerPlan, settings: Settings, fd_limit: int, result: Re
         idle = min(idle, (fd_limit - FD_SPARE) // 2)
     if idle <= 0:
         return
+    say(f"--- {plan.name}: {idle:,} idle connections")
     with serving(plan, settings, fd_limit) as server:
         if server is None:
             result.notes.append("did not start")
@@ -1510,6 +1511,7 @@ def measure_idle(plan: ServerPlan, settings: Settings, fd_limit: int, result: Re
             result.notes.append(got)
         else:
             result.idle_kib, result.idle_count = got
+            say(f"  {got[0]:.2f} KiB per idle connection")
             if got[1] < idle:
                 result.notes.append(f"only {got[1]} of {idle} idle connections opened")
 
