@@ -1572,6 +1572,7 @@ def measure_all(
                 got[load].append(run)
     for result, got in zip(results, runs, strict=True):
         result.loads = {load: median_run(load_runs) for load, load_runs in got.items()}
+        result.notes = list(dict.fromkeys(result.notes))  # a note each round said once
     return results
 
 
