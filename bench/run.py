@@ -340,6 +340,9 @@ class Result:
     name: str
     key: str
     loads: dict[str, LoadRun] = dataclasses.field(default_factory=dict)
+    # Each load's run in each round (None where it could not run), for ratios taken round by
+    # round (see paired).
+    rounds: dict[str, list[LoadRun | None]] = dataclasses.field(default_factory=dict)
     peak_rss_kib: int | None = None
     idle_kib: float | None = None
     idle_count: int = 0
@@ -1570,6 +1573,8 @@ def measure_all(
                 continue
             for load, run in one.items():
                 got[load].append(run)
+            for load in LOADS:
+                result.rounds.setdefault(load, []).append(one.get(load))
     for result, got in zip(results, runs, strict=True):
         result.loads = {load: median_run(load_runs) for load, load_runs in got.items()}
         result.notes = list(dict.fromkeys(result.notes))  # a note each round said once
@@ -1753,6 +1758,28 @@ def ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x"
 
 
+def paired(ours: Result, theirs: Result, load: str, figure: str) -> float | None:
+    """``figure`` ("rate" or "server_cpu") of ``ours`` over ``theirs`` for ``load``: the
+    median of the ratios taken within each round, where both servers ran on the machine as it
+    was then. A slow minute of a shared machine then spoils one round's ratio, not a row."""
+    ratios: list[float] = []
+    for a, b in zip(ours.rounds.get(load, []), theirs.rounds.get(load, []), strict=False):
+        x: float | None = None if a is None else getattr(a, figure)
+        y: float | None = None if b is None else getattr(b, figure)
+        if x is not None and y:
+            ratios.append(x / y)
+    if ratios:
+        return statistics.median(ratios)
+    a_run, b_run = ours.loads.get(load), theirs.loads.get(load)
+    x2: float | None = None if a_run is None else getattr(a_run, figure)
+    y2: float | None = None if b_run is None else getattr(b_run, figure)
+    return x2 / y2 if x2 is not None and y2 else None
+
+
+def times(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
 def machine_facts(aiosmtpd_python: Path | None, postfix: bool) -> list[str]:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -1878,15 +1905,18 @@ def report(results: list[Result], settings: Settings) -> None:
     base = next((r for r in results if r.key == "aiosmtpd"), None)
     if base is not None:
         say("")
-        say("== ratios vs aiosmtpd (throughput: higher is better; CPU, memory, latency: lower) ==")
+        say(
+            "== ratios vs aiosmtpd (throughput: higher is better; CPU, memory, latency: lower); "
+            "rates and CPU: the median of each round's ratio =="
+        )
         header = ["server", *(LOAD_LABELS[k] for k in LOADS)]
         header += ["CPU/msg (pers.)", "CPU/conn", "KiB/idle", "p50"]
         rows = [
             [
                 r.name,
-                *(ratio(r.rate(k), base.rate(k)) for k in LOADS),
-                ratio(r.cpu("persistent"), base.cpu("persistent")),
-                ratio(r.cpu("connections"), base.cpu("connections")),
+                *(times(paired(r, base, k, "rate")) for k in LOADS),
+                times(paired(r, base, "persistent", "server_cpu")),
+                times(paired(r, base, "connections", "server_cpu")),
                 ratio(r.idle_kib, base.idle_kib),
                 ratio(r.p50_ms, base.p50_ms),
             ]
@@ -1896,9 +1926,14 @@ def report(results: list[Result], settings: Settings) -> None:
     floor = next((r for r in results if r.key == "floor"), None)
     if floor is not None:
         say("")
-        say("== server CPU per message (per connection for conn/s) as a ratio of the floor's ==")
+        say(
+            "== server CPU per message (per connection for conn/s) as a ratio of the floor's; "
+            "the median of each round's ratio =="
+        )
         header = ["server", *(LOAD_LABELS[k] for k in LOADS)]
-        rows = [[r.name, *(ratio(r.cpu(k), floor.cpu(k)) for k in LOADS)] for r in results]
+        rows = [
+            [r.name, *(times(paired(r, floor, k, "server_cpu")) for k in LOADS)] for r in results
+        ]
         say(markdown_table(header, rows))
     report_targets(results, settings, base, floor)
     report_notes(results)
@@ -1922,20 +1957,18 @@ def report_targets(
 
     def at_least(load: str, factor: float) -> Callable[[Result], str]:
         def check(r: Result) -> str:
-            ours, theirs = r.rate(load), None if base is None else base.rate(load)
-            if ours is None or theirs is None or theirs == 0:
+            got = None if base is None else paired(r, base, load, "rate")
+            if got is None:
                 return "unknown"
-            got = ours / theirs
             return f"{got:.2f}x ({'met' if got >= factor else 'missed'})"
 
         return check
 
     def near_floor(load: str) -> Callable[[Result], str]:
         def check(r: Result) -> str:
-            ours, theirs = r.cpu(load), None if floor is None else floor.cpu(load)
-            if ours is None or theirs is None or theirs == 0:
+            got = None if floor is None else paired(r, floor, load, "server_cpu")
+            if got is None:
                 return "unknown"
-            got = ours / theirs
             return f"{got:.2f}x the floor ({'met' if got <= 1.5 else 'missed'})"
 
         return check
