@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,21 +50,6 @@ LOAD_TIMEOUT = 900.0
 _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((run.HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(OSError), socket.create_connection((run.HOST, port), timeout=5):
-            return True
-        time.sleep(0.5)
-    return False
-
-
 def apply_load(load: str, port: int, count: int) -> str | None:
     """Run ``count`` messages (or connections) of ``load``; None, or what went wrong."""
     if load == "persistent":
@@ -85,7 +69,7 @@ def apply_load(load: str, port: int, count: int) -> str | None:
 
 def instructions(key: str, load: str, count: int, cache: Path) -> int | str:
     """Instructions the server's processes ran, start to exit, with ``count`` units of load."""
-    port = free_port()
+    port = run.free_port()
     plan = run.ServerPlan(SERVERS[key], key)
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
         out = Path(tmp) / "callgrind.%p"
@@ -96,7 +80,7 @@ def instructions(key: str, load: str, count: int, cache: Path) -> int | str:
                 argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True
             )
             try:
-                if not wait_ready(port, proc):
+                if not run.wait_ready(port, time.monotonic() + START_TIMEOUT, [proc]):
                     return "did not come up"
                 problem = apply_load(load, port, count)
                 if problem is not None:
@@ -165,10 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, row in rows.items():
         cells = []
         for load in loads:
-            got, base = row.get(load), floor.get(load)
-            cells.append(f"{got:,}" if isinstance(got, int) else str(got))
-            ok = isinstance(got, int) and isinstance(base, int) and base > 0
-            cells.append(f"{got / base:.2f}x" if ok else "")  # type: ignore[operator]
+            value, base = row.get(load), floor.get(load)
+            cells.append(f"{value:,}" if isinstance(value, int) else str(value))
+            if isinstance(value, int) and isinstance(base, int) and base > 0:
+                cells.append(f"{value / base:.2f}x")
+            else:
+                cells.append("")
         print(f"| {SERVERS[key]} | " + " | ".join(cells) + " |")
     return 0
 

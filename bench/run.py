@@ -1562,21 +1562,23 @@ def measure_all(
             measure_idle(plan, settings, fd_limit, result)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             result.notes.append(f"idle connections could not be measured: {exc}")
-    runs: list[dict[str, list[LoadRun]]] = [collections.defaultdict(list) for _ in plans]
     for round_no in range(settings.repeat):
         say(f"=== round {round_no + 1} of {settings.repeat}")
-        for plan, result, got in zip(plans, results, runs, strict=True):
+        for plan, result in zip(plans, results, strict=True):
+            one: dict[str, LoadRun] = {}
             try:
                 one = measure_round(plan, settings, fd_limit, postfix, shape, result, round_no == 0)
             except (OSError, subprocess.SubprocessError, ValueError) as exc:
                 result.notes.append(f"could not run: {exc}")
-                continue
-            for load, run in one.items():
-                got[load].append(run)
+            # A slot per round, None where the load did not run, so rounds pair up (paired).
             for load in LOADS:
                 result.rounds.setdefault(load, []).append(one.get(load))
-    for result, got in zip(results, runs, strict=True):
-        result.loads = {load: median_run(load_runs) for load, load_runs in got.items()}
+    for result in results:
+        result.loads = {
+            load: median_run([run for run in runs if run is not None])
+            for load, runs in result.rounds.items()
+            if any(run is not None for run in runs)
+        }
         result.notes = list(dict.fromkeys(result.notes))  # a note each round said once
     return results
 

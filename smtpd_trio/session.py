@@ -135,19 +135,27 @@ def new_session_id() -> str:
     return f"{_PREFIX}{next(_counter):x}"
 
 
-def _send_now(fd: int, data: bytes) -> int:
-    """Write what a plain socket takes at once, by descriptor; 0 if none (or ``fd`` is -1).
+def _descriptor(stream: trio.abc.Stream) -> int:
+    """The descriptor of a plain socket stream, for the direct I/O of _io; -1 for any other
+    stream (TLS, memory streams in tests, a prefixed stream) and on Windows."""
+    return stream.socket.fileno() if _DIRECT_IO and type(stream) is trio.SocketStream else -1
+
+
+def _send_now(fd: int, data: bytes) -> bytes:
+    """Write what a plain socket takes at once, by descriptor; what it did not take (all of
+    ``data`` when ``fd`` is -1).
 
     A reply fits the socket's send buffer nearly always, and Trio's ``send_all`` would then
     only add a trip through the scheduler that the read after it makes anyway. The caller
-    hands any rest to ``send_all``, which waits for room; an OSError is a broken connection.
+    hands the rest to ``send_all``, which waits for room; an OSError is a broken connection.
     """
     if fd < 0:
-        return 0
+        return data
     try:
-        return os.write(fd, data)
+        sent = os.write(fd, data)
     except BlockingIOError:
-        return 0
+        return data
+    return data[sent:] if sent < len(data) else b""
 
 
 async def _receive(fd: int) -> bytes:
@@ -327,11 +335,7 @@ class SessionDriver:
         shared: Shared | None = None,
         quiet: bool = False,
     ) -> None:
-        self.stream = stream
-        # The socket's descriptor for the direct I/O of _io, or -1 (TLS, tests' memory streams).
-        self._fd = (
-            stream.socket.fileno() if _DIRECT_IO and type(stream) is trio.SocketStream else -1
-        )
+        self._use(stream)
         self.shared = shared if shared is not None else Shared.for_config(config)
         #: For ignored hosts (health checks): no on_connect and no per-connection log lines.
         self.quiet = quiet
@@ -440,8 +444,7 @@ class SessionDriver:
                 if initial_data:
                     # Bytes read together with the PROXY header are the start of the client's
                     # TLS handshake, not SMTP: hand them to the TLS layer.
-                    self._fd = -1
-                    self.stream = _PrefixedStream(self.stream, initial_data)
+                    self._use(_PrefixedStream(self.stream, initial_data))
                     initial_data = b""
                 info = await self._handshake()
                 if info is None:
@@ -525,13 +528,17 @@ class SessionDriver:
                 ):
                     await self.stream.aclose()
             stream = self.stream
-            if self._fd >= 0 and isinstance(stream, trio.SocketStream):
+            if type(stream) is trio.SocketStream:
                 # What SocketStream.aclose does, without its checkpoint (a pass through the
                 # scheduler under a cancelled scope, for nothing: the session is over).
-                self._fd = -1
                 stream.socket.close()
             else:
                 await trio.aclose_forcefully(stream)
+
+    def _use(self, stream: trio.abc.Stream) -> None:
+        """From now on the session speaks through ``stream`` (TLS, or a prefixed stream)."""
+        self.stream = stream
+        self._fd = _descriptor(stream)
 
     async def _last_words(self, scope: trio.CancelScope) -> None:
         """Send what the machine queued with its Closed event (221, 421), under the command
@@ -540,10 +547,10 @@ class SessionDriver:
         if data and not self._broken:
             self._waiting = "goodbye"
             try:
-                sent = _send_now(self._fd, data)
-                if sent < len(data):
+                rest = _send_now(self._fd, data)
+                if rest:
                     scope.deadline = trio.current_time() + _GOODBYE_TIMEOUT
-                    await self.stream.send_all(data[sent:] if sent else data)
+                    await self.stream.send_all(rest)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self._broken = True
             self._waiting = None
@@ -588,9 +595,9 @@ class SessionDriver:
         if data:
             self._waiting = "send"
             try:
-                sent = _send_now(fd, data)
-                if sent < len(data):
-                    await self.stream.send_all(data[sent:] if sent else data)
+                rest = _send_now(fd, data)
+                if rest:
+                    await self.stream.send_all(rest)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self._waiting = None
                 self._broken = True
@@ -1061,7 +1068,6 @@ class SessionDriver:
         under ``tls_handshake_timeout``. On success the session's stream is the TLS stream;
         on failure or timeout, one log line and None (the caller ends the session)."""
         self._stop_clock()
-        self._fd = -1  # from here on the session speaks through the TLS stream
         context = self.config.tls_context
         assert context is not None
         _capture_sni(context)
@@ -1090,7 +1096,7 @@ class SessionDriver:
             self.config.observer.tls_handshake("timeout")
             self._broken = True
             return None
-        self.stream = tls_stream
+        self._use(tls_stream)
         self.config.observer.tls_handshake("success")
         cipher = tls_stream.cipher()
         context_verifies = context.verify_mode != ssl.CERT_NONE

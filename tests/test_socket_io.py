@@ -59,11 +59,11 @@ async def test_replies_the_socket_takes_only_in_part_arrive_whole(
     partial: list[tuple[int, int]] = []
     send_now = session_module._send_now
 
-    def recording(fd: int, data: bytes) -> int:
-        sent = send_now(fd, data)
-        if sent < len(data):
-            partial.append((sent, len(data)))
-        return sent
+    def recording(fd: int, data: bytes) -> bytes:
+        rest = send_now(fd, data)
+        if rest:
+            partial.append((len(data) - len(rest), len(data)))
+        return rest
 
     monkeypatch.setattr(session_module, "_send_now", recording)
     count = 100_000
