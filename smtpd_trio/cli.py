@@ -117,10 +117,10 @@ class JSONFormatter(logging.Formatter):
 
     Keys: ``time`` (RFC 3339, UTC, milliseconds: ``2026-12-03T10:00:00.123Z``), ``level``,
     ``logger``, then the structured fields the record carries as ``extra={"smtpd": {...}}``
-    (``connection_id``, ``client``, ``event``, ``sender``, ``recipients``, ``size``,
-    ``reply_code``, ``reason``; they never replace ``time``, ``level``, ``logger``,
-    ``message``, ``exception`` or ``stack``), then ``message``, and ``exception`` (the
-    traceback) when there is one.
+    (``connection_id``, ``client``, ``peer``, ``event``, ``sender``, ``recipients``, ``size``,
+    ``reply_code``, ``reason``, ``messages``, ``duration``; they never replace ``time``,
+    ``level``, ``logger``, ``message``, ``exception`` or ``stack``), then ``message``, and
+    ``exception`` (the traceback) when there is one.
 
     Without a structured ``connection_id``, a leading ``[id] `` in the message is taken as the
     connection id. A leading ``[id] `` naming the connection id is cut from ``message``. Values

@@ -382,11 +382,13 @@ class SMTPServer:
                 config.observer.connection_refused("on-proxy")
                 await trio.aclose_forcefully(stream)
                 return
-            if not quiet:
+            if not quiet and log.isEnabledFor(logging.DEBUG):
+                # DEBUG: the close line names the client too, so INFO has one line per
+                # connection (docs/cli.md, Logging).
                 if client is peer:
-                    log.info("[%s] connection from %s", session_id, client)
+                    log.debug("[%s] connection from %s", session_id, client)
                 else:
-                    log.info("[%s] connection from %s via %s", session_id, client, peer)
+                    log.debug("[%s] connection from %s via %s", session_id, client, peer)
             driver = SessionDriver(
                 stream,
                 self._callbacks,

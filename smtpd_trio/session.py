@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import functools
 import itertools
 import logging
@@ -931,12 +932,12 @@ class SessionDriver:
             # Only the built-in credentials are known to keep the secret out of their repr; of
             # other credentials (a custom mechanism's token, say) only the type is logged.
             credentials = event.credentials
-            shown = (
+            what = (
                 credentials
                 if isinstance(credentials, LoginCredentials | BearerCredentials)
                 else type(credentials).__name__
             )
-            log.info("[%s] authentication failed (%s)", sid, shown)
+            log.info("[%s] authentication failed (%s)", sid, what)
         try:
             machine.auth_result(identity)  # type: ignore[arg-type]
         except TypeError as exc:
@@ -1146,18 +1147,32 @@ class SessionDriver:
             log.debug("[%s] transaction %s reset", sid, envelope.id)
 
     def _log_close(self, event: Closed) -> None:
-        if self.quiet:
+        # The connection's one INFO line: who it was, how it ended, what it sent, how long it
+        # took (the "connection from" line as it opens is DEBUG).
+        if self.quiet or not log.isEnabledFor(logging.INFO):
             return
+        session = self.session
+        client = str(session.client)
+        peer = str(session.peer)
+        via = f" via {peer}" if peer != client else ""
+        seconds = (datetime.datetime.now(datetime.UTC) - session.connected_at).total_seconds()
         log.info(
-            "[%s] closed (%s) after %d message(s)",
-            self.session.id,
+            "[%s] closed (%s) after %d message(s): client %s%s, %.3f s",
+            session.id,
             event.reason.value,
-            self.session.messages_accepted,
+            session.messages_accepted,
+            client,
+            via,
+            seconds,
             extra={
                 "smtpd": {
-                    "connection_id": self.session.id,
+                    "connection_id": session.id,
                     "event": "close",
                     "reason": event.reason.value,
+                    "client": client,
+                    "peer": peer,
+                    "messages": session.messages_accepted,
+                    "duration": round(seconds, 3),
                 }
             },
         )

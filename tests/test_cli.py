@@ -381,13 +381,22 @@ def test_json_logs_carry_the_connection_id(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in server.lines]
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
     assert all(RFC3339_UTC_MS.fullmatch(entry["time"]) for entry in entries), entries
-    connection = [e for e in entries if e["message"].startswith("connection from 127.0.0.1")]
-    assert len(connection) == 1
-    cid = connection[0]["connection_id"]
+    closes = [e for e in entries if e.get("event") == "close"]
+    assert len(closes) == 1
+    close = closes[0]
+    cid = close["connection_id"]
     assert re.fullmatch(r"[0-9a-f]+", cid)
+    # The connection's one INFO line names the client: its fields and its text agree.
+    assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", close["client"]), close
+    assert close["peer"] == close["client"]
+    assert (close["reason"], close["messages"]) == ("quit", 1)
+    assert isinstance(close["duration"], float), close
+    assert 0 <= close["duration"] < 60, close
+    assert close["message"] == (
+        f"closed (quit) after 1 message(s): client {close['client']}, {close['duration']:.3f} s"
+    )
     about_it = [e for e in entries if e.get("connection_id") == cid]
-    assert any("accepted" in e["message"] for e in about_it)
-    assert any(e["message"].startswith("closed") for e in about_it)
+    assert [e["message"].split()[0] for e in about_it] == ["message", "closed"], about_it
     assert any("graceful shutdown" in e["message"] for e in entries)
 
 
@@ -518,7 +527,8 @@ def test_info_does_not_log_refused_commands() -> None:
 
 
 def test_ignored_host_logs_no_connection_lines() -> None:
-    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.1") as server:
+    # -v: the "connection from" line is DEBUG.
+    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.1", "-v") as server:
         deliver(server.port, b"Subject: health check\r\n\r\nx\r\n")
         server.wait_for("accepted")  # the message itself is still logged
         status = server.stop()  # the session has ended and its lines are written
@@ -529,7 +539,7 @@ def test_ignored_host_logs_no_connection_lines() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="connects from 127.0.0.2")
 def test_ignored_host_is_only_the_given_network() -> None:
-    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.2/32") as server:
+    with cli_server("--handler", "sink", "--ignored-host", "127.0.0.2/32", "-v") as server:
         for source in ("127.0.0.2", "127.0.0.1"):
             with smtplib.SMTP(
                 "127.0.0.1", server.port, timeout=10, source_address=(source, 0)
@@ -542,6 +552,7 @@ def test_ignored_host_is_only_the_given_network() -> None:
     assert sum("connection from 127.0.0.1:" in line for line in server.lines) == 1
     assert not any("connection from 127.0.0.2" in line for line in server.lines)
     assert sum("closed (quit)" in line for line in server.lines) == 1
+    assert sum("client 127.0.0.1:" in line for line in server.lines) == 1
 
 
 def test_second_signal_stops_at_once_and_every_line_is_written() -> None:
