@@ -83,6 +83,7 @@ _RESERVED_KEYS: Final = frozenset({"time", "level", "logger", "message", "except
 _NO_FIELDS: Final[Mapping[object, object]] = {}
 #: One encoder for every record (json.dumps with options would build one per call).
 _JSON: Final = json.JSONEncoder(ensure_ascii=False, default=str)
+_ASCII_JSON: Final = json.JSONEncoder()
 
 
 class TextFormatter(logging.Formatter):
@@ -120,7 +121,8 @@ class JSONFormatter(logging.Formatter):
     (``connection_id``, ``client``, ``peer``, ``event``, ``sender``, ``recipients``, ``size``,
     ``reply_code``, ``reason``, ``messages``, ``duration``; they never replace ``time``,
     ``level``, ``logger``, ``message``, ``exception`` or ``stack``), then ``message``, and
-    ``exception`` (the traceback) when there is one.
+    ``exception`` (the traceback) when there is one. A character that is not printable is
+    written as its ``\\u`` escape, so an object is always one line.
 
     Without a structured ``connection_id``, a leading ``[id] `` in the message is taken as the
     connection id. A leading ``[id] `` naming the connection id is cut from ``message``. Values
@@ -167,7 +169,13 @@ class JSONFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return _JSON.encode(entry)
+        line = _JSON.encode(entry)
+        if line.isprintable():
+            return line
+        # Non-ASCII text stays as it is. A character that is not printable (a C1 control,
+        # U+2028, a bidi override) can only be inside a string, where its \u escape means
+        # the same: the object stays one line for every reader.
+        return "".join(c if c.isprintable() else _ASCII_JSON.encode(c)[1:-1] for c in line)
 
 
 def _line_chunks(data: bytes, limit: int) -> Iterator[bytes]:

@@ -92,6 +92,20 @@ __all__ = ["forwarding_rights", "new_session_id", "run_session"]
 
 log: Final = logging.getLogger("smtpd_trio.session")
 
+
+def _shown(text: str) -> str:
+    """``text`` as a log line shows it: unchanged when every character is printable, else
+    with the others (controls, line and paragraph separators, format characters such as bidi
+    overrides, unpaired surrogates) written as Python escapes (``\\x85``, ``\\u2028``), so
+    nothing a client sends can end, split, colour or reorder a line. For the fields a client
+    controls (the sender, XCLIENT attributes, an authenticated identity)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 _RECEIVE_SIZE: Final = 65536
 #: Plain sockets are read and written by file descriptor on the hot path (see _io).
 _DIRECT_IO: Final = sys.platform != "win32"
@@ -834,9 +848,9 @@ class SessionDriver:
                 session.id,
                 session.peer,
                 client,
-                info.name,
-                info.helo,
-                info.login,
+                _shown(str(info.name)),
+                _shown(str(info.helo)),
+                _shown(str(info.login)),
                 extra={
                     "smtpd": {
                         "connection_id": session.id,
@@ -945,7 +959,7 @@ class SessionDriver:
             machine.fail()
             return
         if identity is not None:
-            log.info("[%s] authenticated as %s", sid, identity)
+            log.info("[%s] authenticated as %s", sid, _shown(str(identity)))
 
     async def _on_starttls(self, event: StartTLS) -> None:
         sid = self.session.id
@@ -1127,7 +1141,7 @@ class SessionDriver:
                 envelope.id,
                 verdict,
                 f" ({code})" if outcome is TransactionOutcome.REFUSED else "",
-                envelope.mail_from,
+                _shown(envelope.mail_from),
                 len(envelope.rcpt_tos),
                 event.size or 0,
                 extra={

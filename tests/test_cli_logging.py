@@ -172,6 +172,17 @@ def test_json_keeps_non_ascii_text() -> None:
     assert "jörg@exämple.org" in entry_line
 
 
+def test_json_escapes_what_is_not_printable_and_stays_one_line() -> None:
+    odd = "a\x85b\u2028c\u202ed\x1be\udc80é"
+    line = JSONFormatter().format(record("from=<%s>", odd, smtpd={"sender": odd}))
+    assert line.isprintable()
+    assert "é" in line  # printable non-ASCII text is kept
+    assert "\\u2028" in line
+    assert "\\u0085" in line
+    entry = json.loads(line)
+    assert (entry["message"], entry["sender"]) == (f"from=<{odd}>", odd)  # the same text
+
+
 # --- text ---------------------------------------------------------------------------------
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
