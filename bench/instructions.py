@@ -5,9 +5,10 @@ do not move with the load on a shared machine, for before/after comparisons of o
 Each server runs under ``valgrind --tool=callgrind --trace-children=yes`` (the same commands
 as bench/run.py), once with a small load and once with a larger one; the difference, divided
 by the difference in messages (or connections), is what one more costs, with the start-up and
-shutdown left out. Loads: Postfix ``smtp-source`` with 20 persistent lockstep sessions and
-1 KiB messages, and bench/run.py's own client connecting, reading the 220, sending QUIT and
-closing, 20 at a time. Counted: user-space instructions of the server's processes (the
+shutdown left out. Loads: Postfix ``smtp-source`` with 1 KiB messages in 20 lockstep
+sessions, persistent or one message per connection (EHLO, MAIL, RCPT, DATA, QUIT), and
+bench/run.py's own client connecting, reading the 220, sending QUIT and closing, 20 at a
+time. Counted: user-space instructions of the server's processes (the
 kernel's work for each system call is not in them; bench/run.py measures CPU time, which has
 it). Runs take about a minute per server and load: Valgrind runs Python some 50 times slower.
 
@@ -44,7 +45,9 @@ SERVERS = {
     "floor": "floor (minimal Trio sink)",
     "aiosmtpd": "aiosmtpd 1.4.6",
 }
-LOADS = ("persistent", "connections")
+LOADS = ("persistent", "one-per-connection", "connections")
+#: The loads smtp-source applies (the others are bench/run.py's own client).
+_SMTP_SOURCE_LOADS = ("persistent", "one-per-connection")
 START_TIMEOUT = 120.0  # Python under Valgrind starts in seconds, not milliseconds
 LOAD_TIMEOUT = 900.0
 _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -52,9 +55,9 @@ _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 def apply_load(load: str, port: int, count: int) -> str | None:
     """Run ``count`` messages (or connections) of ``load``; None, or what went wrong."""
-    if load == "persistent":
-        argv = [run.SMTP_SOURCE, "-d", "-s", "20", "-m", str(count), "-l", "1024"]
-        argv += ["-f", "a@example.com", "-t", "b@example.org", f"{run.HOST}:{port}"]
+    if load in _SMTP_SOURCE_LOADS:
+        persistent = load == "persistent"
+        argv = run.smtp_source_argv(port, count, sessions=20, size=1024, persistent=persistent)
         done = subprocess.run(argv, capture_output=True, timeout=LOAD_TIMEOUT, check=False)
     else:
         argv = [sys.executable, str(Path(run.__file__)), "--client-worker", "connect"]
@@ -129,9 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [s for s in servers if s not in SERVERS] + [x for x in loads if x not in LOADS]
     if unknown or args.large <= args.small:
         parser.error(f"unknown: {unknown}" if unknown else "--large must exceed --small")
-    if "persistent" in loads and not run.ensure_postfix():
-        print("smtp-source is not available: the persistent load is left out")
-        loads.remove("persistent")
+    if any(x in _SMTP_SOURCE_LOADS for x in loads) and not run.ensure_postfix():
+        print("smtp-source is not available: its loads are left out")
+        loads = [x for x in loads if x not in _SMTP_SOURCE_LOADS]
     if "aiosmtpd" in servers and run.ensure_aiosmtpd(cache) is None:
         servers.remove("aiosmtpd")
     rows: dict[str, dict[str, int | str]] = {}

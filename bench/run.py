@@ -1520,42 +1520,64 @@ def measure_idle(plan: ServerPlan, settings: Settings, fd_limit: int, result: Re
 
 
 def measure_round(
-    plan: ServerPlan,
+    plans: Sequence[ServerPlan],
+    results: Sequence[Result],
     settings: Settings,
     fd_limit: int,
     postfix: bool,
     shape: LoadShape,
-    result: Result,
     first: bool,
-) -> dict[str, LoadRun]:
-    """One round for one server: a fresh process, warmed up, each load once (and, in the
-    first round, the latency and the peak RSS)."""
-    say(f"--- {plan.name}")
-    with serving(plan, settings, fd_limit) as server:
-        if server is None:
-            result.notes.append("did not start")
-            return {}
-        warm_up(server, settings, shape, postfix)
-        if first and settings.latency > 0:
-            lat = latency(server.port, settings.latency, settings.size)
-            if isinstance(lat, str):
-                result.notes.append(lat)
-            else:
-                result.p50_ms, result.p99_ms = lat
-        once = dataclasses.replace(settings, repeat=1)
-        runs = run_loads(server, once, shape, postfix, result.notes)
-        peak = status_kib(server.pid, "VmHWM")
-        if peak is not None:
-            result.peak_rss_kib = max(result.peak_rss_kib or 0, peak)
-    return runs
+) -> list[dict[str, LoadRun]]:
+    """One round: every server started fresh and warmed up (and, in the first round, its
+    latency taken), then each load run once on every server in turn, so the servers a ratio
+    compares meet the machine within the same minute; the peak RSS at the end."""
+    got: list[dict[str, LoadRun]] = [{} for _ in plans]
+    with contextlib.ExitStack() as stack:
+        servers: list[Running | None] = []
+        for plan, result in zip(plans, results, strict=True):
+            say(f"--- {plan.name}: starting")
+            server = stack.enter_context(serving(plan, settings, fd_limit))
+            servers.append(server)
+            if server is None:
+                result.notes.append("did not start")
+                continue
+            try:
+                warm_up(server, settings, shape, postfix)
+                if first and settings.latency > 0:
+                    lat = latency(server.port, settings.latency, settings.size)
+                    if isinstance(lat, str):
+                        result.notes.append(lat)
+                    else:
+                        result.p50_ms, result.p99_ms = lat
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                result.notes.append(f"could not run: {exc}")
+                servers[-1] = None
+        for load in LOADS:
+            if load not in settings.loads:
+                continue
+            once = dataclasses.replace(settings, repeat=1, loads=frozenset({load}))
+            for plan, result, server, runs in zip(plans, results, servers, got, strict=True):
+                if server is None:
+                    continue
+                say(f"--- {plan.name}")
+                try:
+                    runs.update(run_loads(server, once, shape, postfix, result.notes))
+                except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                    result.notes.append(f"{LOAD_LABELS[load]}: could not run: {exc}")
+        for result, server in zip(results, servers, strict=True):
+            peak = None if server is None else status_kib(server.pid, "VmHWM")
+            if peak is not None:
+                result.peak_rss_kib = max(result.peak_rss_kib or 0, peak)
+    return got
 
 
 def measure_all(
     plans: Sequence[ServerPlan], settings: Settings, fd_limit: int, postfix: bool, shape: LoadShape
 ) -> list[Result]:
-    """Every server, in rounds: each round runs every server once through every load, so a
-    machine that gets slower or faster during the run moves every row alike (in turn, all the
-    repeats of one server would carry that drift into the ratios). The medians of the rounds."""
+    """Every server, in rounds: each round runs every load once on every server, one server
+    after the other, so a machine that gets slower or faster during the run moves every row
+    alike (in turn, all the repeats of one server would carry that drift into the ratios).
+    The medians of the rounds."""
     results = [Result(plan.name, plan.key) for plan in plans]
     for plan, result in zip(plans, results, strict=True):
         try:
@@ -1564,13 +1586,14 @@ def measure_all(
             result.notes.append(f"idle connections could not be measured: {exc}")
     for round_no in range(settings.repeat):
         say(f"=== round {round_no + 1} of {settings.repeat}")
-        for plan, result in zip(plans, results, strict=True):
-            one: dict[str, LoadRun] = {}
-            try:
-                one = measure_round(plan, settings, fd_limit, postfix, shape, result, round_no == 0)
-            except (OSError, subprocess.SubprocessError, ValueError) as exc:
-                result.notes.append(f"could not run: {exc}")
-            # A slot per round, None where the load did not run, so rounds pair up (paired).
+        got: list[dict[str, LoadRun]] = [{} for _ in plans]
+        try:
+            got = measure_round(plans, results, settings, fd_limit, postfix, shape, round_no == 0)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            for result in results:
+                result.notes.append(f"round {round_no + 1} could not run: {exc}")
+        # A slot per round, None where the load did not run, so rounds pair up (paired).
+        for result, one in zip(results, got, strict=True):
             for load in LOADS:
                 result.rounds.setdefault(load, []).append(one.get(load))
     for result in results:
