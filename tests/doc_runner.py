@@ -55,6 +55,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from server_log import kept_records
 
 import smtpd_trio
 import smtpd_trio.runner
@@ -197,33 +198,15 @@ class BlockRun:
     defined: dict[str, object] = attrs.Factory(dict)
 
 
-class ErrorLog(logging.Handler):
-    """Collects ERROR records of the ``smtpd_trio`` loggers."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    @contextlib.contextmanager
-    def attached(self) -> Iterator[None]:
-        logger = logging.getLogger("smtpd_trio")
-        logger.addHandler(self)
-        try:
-            yield
-        finally:
-            logger.removeHandler(self)
-
-    def check(self, where: str) -> None:
-        if self.records:
-            first = self.records[0]
-            trace = logging.Formatter().formatException(first.exc_info) if first.exc_info else ""
-            raise AssertionError(
-                f"{where}: the server logged {len(self.records)} error(s), the first: "
-                f"{first.name}: {first.getMessage()}\n{trace}"
-            )
+def check_no_errors(records: Sequence[logging.LogRecord], where: str) -> None:
+    """Fail if the server logged an ERROR (``records`` from :func:`server_log.kept_records`)."""
+    if records:
+        first = records[0]
+        trace = logging.Formatter().formatException(first.exc_info) if first.exc_info else ""
+        raise AssertionError(
+            f"{where}: the server logged {len(records)} error(s), the first: "
+            f"{first.name}: {first.getMessage()}\n{trace}"
+        )
 
 
 # ---- the conversation ------------------------------------------------------------------------
@@ -552,19 +535,18 @@ class Page:
             "\n" * (block.line - 1) + block.text, str(block.path), "exec", dont_inherit=True
         )
         before = dict(self.namespace)
-        errors = ErrorLog()
         out = io.StringIO()
         world = World(run)
-        with errors.attached():
+        with kept_records("smtpd_trio", logging.ERROR) as errors:
             with contextlib.redirect_stdout(out), world.active():
                 exec(code, self.namespace)
             run.defined = {k: v for k, v in self.namespace.items() if before.get(k) is not v}
-            errors.check(block.where)
+            check_no_errors(errors, block.where)
             for name, value in run.defined.items():
                 if is_doc_handler(value, self.module) and takes_no_arguments(value):
                     with contextlib.redirect_stdout(out):
                         run.driven[name] = drive_generically(value, f"{block.where}: {name}")
-                    errors.check(f"{block.where}: {name}")
+                    check_no_errors(errors, f"{block.where}: {name}")
         with contextlib.redirect_stdout(out):
             for name, value in run.defined.items():
                 if name.startswith("test") and inspect.isfunction(value):

@@ -1,4 +1,5 @@
-"""Waiting on what a server logs, for tests that must know when something has happened."""
+"""What a server logs, for tests: the records themselves, or waiting until something has
+happened."""
 
 from __future__ import annotations
 
@@ -19,13 +20,41 @@ def shutdown_begun() -> Iterator[threading.Event]:
             if record.getMessage().startswith("shutting down"):
                 begun.set()
 
-    logger = logging.getLogger("smtpd_trio.server")
-    watch = Watch(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(watch)
-    logger.setLevel(logging.INFO)
-    try:
+    with attached(Watch(logging.INFO), "smtpd_trio.server"):
         yield begun
+
+
+class _Kept(logging.Handler):
+    def __init__(self, level: int, records: list[logging.LogRecord]) -> None:
+        super().__init__(level)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def kept_records(
+    name: str = "smtpd_trio", level: int = logging.DEBUG
+) -> Iterator[list[logging.LogRecord]]:
+    """The records logged under ``name`` at ``level`` or above while the block runs, in a
+    list that fills as they come (the logger lets ``level`` through meanwhile)."""
+    records: list[logging.LogRecord] = []
+    with attached(_Kept(level, records), name):
+        yield records
+
+
+@contextlib.contextmanager
+def attached(handler: logging.Handler, name: str = "smtpd_trio") -> Iterator[None]:
+    """``handler`` on the logger ``name`` for the block; the logger lets the handler's level
+    through meanwhile, and gets its own level back after."""
+    logger = logging.getLogger(name)
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > handler.level:
+        logger.setLevel(handler.level)
+    try:
+        yield
     finally:
-        logger.removeHandler(watch)
+        logger.removeHandler(handler)
         logger.setLevel(old_level)

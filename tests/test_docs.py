@@ -33,6 +33,7 @@ from doc_runner import (
     markdown_pages,
     page_name,
 )
+from server_log import kept_records
 
 from smtpd_trio import Config, Endpoint, Handler, Message, Session
 from smtpd_trio.auth import BearerCredentials, Login, LoginCredentials, Plain
@@ -544,30 +545,15 @@ def test_plugin_examples_pass_under_pytest(pytester: pytest.Pytester) -> None:
 # ---- docs/cli.md -----------------------------------------------------------------------------
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
-def session_records() -> Iterator[Records]:
-    records = Records()
-    logger = logging.getLogger("smtpd_trio.session")
-    logger.addHandler(records)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+def session_records() -> Iterator[list[logging.LogRecord]]:
+    with kept_records("smtpd_trio.session", logging.INFO) as records:
         yield records
-    finally:
-        logger.setLevel(old_level)
-        logger.removeHandler(records)
 
 
-async def test_structured_fields_are_the_servers(cli: Page, session_records: Records) -> None:
+async def test_structured_fields_are_the_servers(
+    cli: Page, session_records: list[logging.LogRecord]
+) -> None:
     """The example logs exactly what the server logs, and the JSON shown is what comes out."""
     seen: list[tuple[Session, Message]] = []
 
@@ -578,10 +564,10 @@ async def test_structured_fields_are_the_servers(cli: Page, session_records: Rec
     async with open_test_session(Keep()) as client:
         await client.ehlo()
         await client.sendmail("a@example.com", ["b@example.org"], MESSAGE)
-    [server_record] = [r for r in session_records.records if " accepted: " in r.getMessage()]
+    [server_record] = [r for r in session_records if " accepted: " in r.getMessage()]
     [(session, message)] = seen
     cli["log_accepted"](session, message.envelope, len(message.content))
-    example_record = session_records.records[-1]
+    example_record = session_records[-1]
     assert example_record.getMessage() == server_record.getMessage()
     assert example_record.__dict__["smtpd"] == server_record.__dict__["smtpd"]
 

@@ -11,12 +11,12 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Iterator
 
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from server_log import kept_records
 
 from smtpd_trio import Config, Endpoint, Handler, Session, run_session
 from smtpd_trio.cli import JSONFormatter, TextFormatter
@@ -76,29 +76,6 @@ _commands = st.one_of(
 )
 
 
-class _Keep(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def _kept() -> Iterator[list[logging.LogRecord]]:
-    logger = logging.getLogger("smtpd_trio")
-    keep = _Keep()
-    level = logger.level
-    logger.addHandler(keep)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield keep.records
-    finally:
-        logger.removeHandler(keep)
-        logger.setLevel(level)
-
-
 def _one_line(line: str) -> bool:
     # One line for every reader: no character that any of them breaks or colours a line on
     # (str.splitlines' separators, C0 and C1 controls, DEL).
@@ -125,7 +102,7 @@ async def test_every_line_is_one_line_naming_the_connection(
     async def serve() -> None:
         sessions.append(await run_session(server_stream, Handler(), peer=_PEER, config=config))
 
-    with _kept() as records, trio.fail_after(10):
+    with kept_records() as records, trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve)
             with contextlib.suppress(trio.BrokenResourceError):

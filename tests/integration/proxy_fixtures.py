@@ -26,6 +26,7 @@ from typing import TypeVar
 import attrs
 import pytest
 import trio
+from server_log import attached
 
 from smtpd_trio import Endpoint, Handler, Message, Reply, Session
 from smtpd_trio.proxy import ProxyCommand, ProxyInfo
@@ -335,13 +336,6 @@ class DisposalWatcher(logging.Handler):
 @contextmanager
 def watching_disposals() -> Iterator[DisposalWatcher]:
     """A :class:`DisposalWatcher` on the server's logger, at DEBUG, for the ``with`` block."""
-    logger = logging.getLogger("smtpd_trio.server")
     watcher = DisposalWatcher()
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(watcher)
-    try:
+    with attached(watcher, "smtpd_trio.server"):
         yield watcher
-    finally:
-        logger.removeHandler(watcher)
-        logger.setLevel(level)
