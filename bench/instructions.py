@@ -6,11 +6,13 @@ Each server runs under ``valgrind --tool=callgrind --trace-children=yes`` (the s
 as bench/run.py), once with a small load and once with a larger one; the difference, divided
 by the difference in messages (or connections), is what one more costs, with the start-up and
 shutdown left out. Loads: Postfix ``smtp-source`` with 1 KiB messages in 20 lockstep
-sessions, persistent or one message per connection (EHLO, MAIL, RCPT, DATA, QUIT), and
-bench/run.py's own client connecting, reading the 220, sending QUIT and closing, 20 at a
-time. Counted: user-space instructions of the server's processes (the
-kernel's work for each system call is not in them; bench/run.py measures CPU time, which has
-it). Runs take about a minute per server and load: Valgrind runs Python some 50 times slower.
+sessions, persistent or one message per connection (EHLO, MAIL, RCPT, DATA, QUIT);
+bench/run.py's own pipelining client (20 connections, MAIL, RCPT and DATA in one write, the
+text, the dot and the next MAIL, RCPT and DATA in the next); and its connection churner,
+connecting, reading the 220, sending QUIT and closing, 20 at a time. Counted: user-space
+instructions of the server's processes (the kernel's work for each system call is not in them;
+bench/run.py measures CPU time, which has it). Runs take about a minute per server and load:
+Valgrind runs Python some 50 times slower.
 
     python bench/instructions.py
     python bench/instructions.py --servers smtpd-trio,floor --loads persistent
@@ -45,7 +47,7 @@ SERVERS = {
     "floor": "floor (minimal Trio sink)",
     "aiosmtpd": "aiosmtpd 1.4.6",
 }
-LOADS = ("persistent", "one-per-connection", "connections")
+LOADS = ("persistent", "one-per-connection", "pipelined", "connections")
 #: The loads smtp-source applies (the others are bench/run.py's own client).
 _SMTP_SOURCE_LOADS = ("persistent", "one-per-connection")
 START_TIMEOUT = 120.0  # Python under Valgrind starts in seconds, not milliseconds
@@ -60,7 +62,8 @@ def apply_load(load: str, port: int, count: int) -> str | None:
         argv = run.smtp_source_argv(port, count, sessions=20, size=1024, persistent=persistent)
         done = subprocess.run(argv, capture_output=True, timeout=LOAD_TIMEOUT, check=False)
     else:
-        argv = [sys.executable, str(Path(run.__file__)), "--client-worker", "connect"]
+        mode = "connect" if load == "connections" else "pipelined"
+        argv = [sys.executable, str(Path(run.__file__)), "--client-worker", mode]
         argv += [str(port), "20", str(count), "1024", str(LOAD_TIMEOUT)]
         done = subprocess.run(
             argv, input=b"go\n", capture_output=True, timeout=LOAD_TIMEOUT, check=False
