@@ -367,6 +367,17 @@ class SessionDriver:
             xclient=xclient,
             xforward=xforward,
             expn=callbacks.on_expn is not None,
+            # The decisions no callback takes: the machine answers them without a trip
+            # through this loop.
+            auto_accept=[
+                kind
+                for kind, callback in (
+                    (Hello, callbacks.on_helo),
+                    (MailFrom, callbacks.on_mail),
+                    (RcptTo, callbacks.on_rcpt),
+                )
+                if callback is None
+            ],
         )
         # The per-client limit key this session counts its connection under, after XCLIENT
         # (before it, the server counts the connection, unless its client may send XCLIENT).

@@ -8,7 +8,7 @@ banner is kept apart so tests can assert on the replies to their own commands on
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final
 
 import attrs
@@ -21,7 +21,10 @@ from smtpd_trio._smtp.events import (
     Connect,
     DecisionEvent,
     Event,
+    Hello,
+    MailFrom,
     MessageReceived,
+    RcptTo,
     TransactionEnded,
     TransactionOutcome,
 )
@@ -153,11 +156,13 @@ def new_run(
     xclient: bool = False,
     xforward: bool = False,
     expn: bool = False,
+    auto_accept: Collection[type[Hello | MailFrom | RcptTo]] = (),
     **options: Any,
 ) -> Run:
     """A machine greeted with the default 220 (the banner is kept apart from the output);
     ``budget``: the memory budget for message text; ``xclient``/``xforward``: the client may
-    send XCLIENT/XFORWARD; ``expn``: the handler answers EXPN."""
+    send XCLIENT/XFORWARD; ``expn``: the handler answers EXPN; ``auto_accept``: the decisions
+    the machine accepts itself."""
     m = SMTPMachine(
         smtp_settings(**options),
         session_id="t",
@@ -166,6 +171,7 @@ def new_run(
         xclient=xclient,
         xforward=xforward,
         expn=expn,
+        auto_accept=auto_accept,
     )
     event = m.next_event()
     assert isinstance(event, Connect), event

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from machine_driver import Run, authenticate, bytewise, new_run
@@ -25,6 +26,7 @@ from smtpd_trio._smtp.events import (
     Closed,
     DecisionEvent,
     Event,
+    Hello,
     MailFrom,
     MessageChunk,
     MessageEnd,
@@ -152,7 +154,10 @@ def lmtp_answer(address: str) -> Reply | None:
 
 
 def run(chunks: list[bytes], options: dict[str, Any]) -> Run:
-    """Feed ``chunks`` as successive reads, answer every decision, and record it all."""
+    """Feed ``chunks`` as successive reads, answer every decision, and record it all.
+    ``options["accept_these"]``: decision types answered None whatever ``policy`` says."""
+    options = dict(options)
+    accept_these = options.pop("accept_these", ())
     r = new_run(**options)
     m = r.machine
     for chunk in [*(c for c in chunks if c), b""]:  # b"": the client closes at the end
@@ -167,7 +172,7 @@ def run(chunks: list[bytes], options: dict[str, Any]) -> Run:
             elif isinstance(event, MessageReceived | MessageEnd) and m.settings.lmtp:
                 m.respond_recipients([lmtp_answer(address) for address in event.envelope.rcpt_tos])
             elif isinstance(event, DecisionEvent):
-                m.respond(policy(event))
+                m.respond(None if isinstance(event, accept_these) else policy(event))
             elif isinstance(event, Closed):
                 break
         r.output += m.data_to_send()
@@ -243,3 +248,47 @@ def test_the_same_events_and_bytes_however_the_input_is_cut(
     # opened a transaction, and each one ended exactly once (BDAT and LMTP included).
     opened = sum(isinstance(e, MailFrom) for e in whole.events)
     assert opened == sum(isinstance(e, TransactionEnded) for e in whole.events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fragments=st.lists(ITEMS, min_size=1, max_size=25),
+    accepted=st.sets(st.sampled_from([Hello, MailFrom, RcptTo]), min_size=1),
+    stream_body=st.booleans(),
+    lmtp=st.booleans(),
+    forwarding=st.booleans(),
+)
+def test_auto_accept_is_answering_none_without_the_event(
+    fragments: list[bytes],
+    accepted: set[type[Hello | MailFrom | RcptTo]],
+    stream_body: bool,
+    lmtp: bool,
+    forwarding: bool,
+) -> None:
+    """A machine that accepts HELO/EHLO, MAIL or RCPT itself (``auto_accept``, for a handler
+    with no callback for them) sends the same bytes and hands out the same other events as one
+    whose I/O layer answers those decisions with ``respond(None)``; it never hands them out."""
+    options: dict[str, Any] = {
+        "lmtp": lmtp,
+        "xclient": forwarding,
+        "xforward": forwarding,
+        "stream_body": stream_body,
+        "dsn": True,
+        "max_message_size": 200,
+        "max_line_length": 100,
+        "auth_mechanisms": (Plain(), Login(), OAuthBearer()),
+        "auth_over_plaintext": True,
+    }
+    data = [b"".join(fragments)]
+    kinds = tuple(accepted)
+    asked = run(data, {**options, "accept_these": kinds})
+    auto = run(data, {**options, "auto_accept": kinds})
+    assert auto.output == asked.output
+    assert not [e for e in auto.events if isinstance(e, kinds)]
+    assert auto.events == [e for e in asked.events if not isinstance(e, kinds)]
+    assert auto.machine.state is asked.machine.state
+
+
+def test_auto_accept_takes_only_hello_mail_and_rcpt() -> None:
+    with pytest.raises(ValueError, match="auto_accept takes Hello, MailFrom and RcptTo, not"):
+        new_run(auto_accept=[MailFrom, MessageReceived])
