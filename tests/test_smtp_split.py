@@ -291,4 +291,4 @@ def test_auto_accept_is_answering_none_without_the_event(
 
 def test_auto_accept_takes_only_hello_mail_and_rcpt() -> None:
     with pytest.raises(ValueError, match="auto_accept takes Hello, MailFrom and RcptTo, not"):
-        new_run(auto_accept=[MailFrom, MessageReceived])
+        new_run(auto_accept=[MailFrom, MessageReceived])  # type: ignore[list-item]

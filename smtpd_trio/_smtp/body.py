@@ -125,7 +125,7 @@ class BodyResult:
 
 _END: Final = b"\r\n.\r\n"
 # Members read on every chunk, as module constants: ``Enum.MEMBER`` goes through the enum
-# type's attribute hook (30-100 ns, the most on Python 3.11), a global load costs about 6 ns.
+# type's attribute hook (70 ns on Python 3.11, 23 on 3.12), a global load 7 to 15 ns.
 _REJECT_BARE: Final = BareLineEndings.REJECT
 _REJECT_NUL: Final = NulOctets.REJECT
 _BARE: Final = BodyProblem.BARE_LINE_ENDING

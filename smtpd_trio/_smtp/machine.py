@@ -154,8 +154,8 @@ class State(enum.Enum):
 
 
 # The states as module constants, for the machine's methods, which compare the state many times
-# per command: ``State.READY`` goes through the enum type's attribute hook (30-100 ns, the most
-# on Python 3.11), a global load costs about 6 ns.
+# per command: ``State.READY`` goes through the enum type's attribute hook (70 ns on Python
+# 3.11, 23 on 3.12), a global load 7 to 15 ns.
 _AUTH: Final = State.AUTH
 _BDAT: Final = State.BDAT
 _CHUNK: Final = State.CHUNK
