@@ -407,9 +407,6 @@ class SessionDriver:
         # The events that need no await because the handler has no callback for them.
         self._immediate = _immediate_steps(
             connect=callbacks.on_connect is None or quiet,
-            helo=callbacks.on_helo is None,
-            mail=callbacks.on_mail is None,
-            rcpt=callbacks.on_rcpt is None,
             data=callbacks.on_data is None and callbacks.on_data_chunks is None,
             end=callbacks.on_transaction_end is None,
             vrfy=callbacks.on_vrfy is None,
@@ -1222,16 +1219,14 @@ def _note_rejected(driver: SessionDriver, event: CommandRejected) -> None:
 
 @functools.cache
 def _immediate_steps(
-    *, connect: bool, helo: bool, mail: bool, rcpt: bool, data: bool, end: bool, vrfy: bool
+    *, connect: bool, data: bool, end: bool, vrfy: bool
 ) -> dict[type[Event], _Immediate]:
     """For the callbacks a handler does not define (True: absent), the events the loop can
-    answer at once, without creating and awaiting a coroutine."""
+    answer at once, without creating and awaiting a coroutine. (HELO/EHLO, MAIL and RCPT
+    without a callback never reach the loop: the machine accepts them, see ``auto_accept``.)"""
     table: dict[type[Event], _Immediate] = {CommandRejected: _note_rejected}
     absent = {
         Connect: connect,
-        Hello: helo,
-        MailFrom: mail,
-        RcptTo: rcpt,
         MessageReceived: data,
         Verify: vrfy,
     }
