@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from machine_driver import bytewise, contents, drive, ended, new_run, refuse
 
 from smtpd_trio._smtp import replies
-from smtpd_trio._smtp.body import BareLineEndings, BodyProblem, BodyReader, BodyResult
+from smtpd_trio._smtp.body import (
+    BareLineEndings,
+    BodyProblem,
+    BodyReader,
+    BodyResult,
+    NulOctets,
+)
 from smtpd_trio._smtp.events import Closed, MessageReceived, TransactionOutcome
 from smtpd_trio._smtp.machine import State
 
@@ -211,6 +217,20 @@ def test_verdict_does_not_depend_on_chunking_with_several_problems() -> None:
     # Past the size limit, then a long line: the long line is reported.
     result, _ = three_ways(b"ab\r\n" * 60 + b"y" * 1200 + b"\r\n.\r\n", max_size=100)
     assert result.problem is BodyProblem.LINE_TOO_LONG
+
+
+@pytest.mark.parametrize("where", [0, 600, 1198, 1199])
+def test_nul_in_an_over_long_line_is_found_however_it_is_split(where: int) -> None:
+    """Under NulOctets.REJECT a NUL is found even in the part of an over-long line that is
+    dropped as it arrives (byte by byte), and it outranks the line's length."""
+    line = bytearray(b"x" * 1200)
+    line[where] = 0
+    wire = bytes(line) + b"\r\n.\r\n"
+    for chunks in ([wire], bytewise(wire), [wire[i : i + 7] for i in range(0, len(wire), 7)]):
+        reader = BodyReader(max_size=None, max_line_length=1000, nul_octets=NulOctets.REJECT)
+        results = [r for r in (reader.feed(chunk) for chunk in chunks) if r is not None]
+        assert [r.problem for r in results] == [BodyProblem.NUL]
+        assert results[0].content == b""
 
 
 def test_memory_is_bounded_on_a_huge_line_without_crlf() -> None:
