@@ -894,27 +894,24 @@ class SessionDriver:
         self._admitted = key
         return None
 
+    # HELO/EHLO, MAIL and RCPT reach the loop only for a handler with the callback: without
+    # one, the machine accepts them itself (auto_accept).
+
     async def _on_hello(self, event: Hello) -> None:
         fn = self.callbacks.on_helo
-        if fn is None:
-            self.machine.respond(None)
-        else:
-            self._answer("on_helo", await self._ask("on_helo", fn, event.name, event.extended))
+        assert fn is not None
+        self._answer("on_helo", await self._ask("on_helo", fn, event.name, event.extended))
 
     async def _on_mail(self, event: MailFrom) -> None:
         fn = self.callbacks.on_mail
-        if fn is None:
-            self.machine.respond(None)
-        else:
-            self._answer("on_mail", await self._ask("on_mail", fn, event.address, event.params))
+        assert fn is not None
+        self._answer("on_mail", await self._ask("on_mail", fn, event.address, event.params))
 
     async def _on_rcpt(self, event: RcptTo) -> None:
         fn = self.callbacks.on_rcpt
-        if fn is None:
-            self.machine.respond(None)
-        else:
-            result = await self._ask("on_rcpt", fn, event.envelope, event.address, event.params)
-            self._answer("on_rcpt", result)
+        assert fn is not None
+        result = await self._ask("on_rcpt", fn, event.envelope, event.address, event.params)
+        self._answer("on_rcpt", result)
 
     async def _on_message(self, event: MessageReceived) -> None:
         fn = self.callbacks.on_data
