@@ -369,15 +369,11 @@ class SessionDriver:
             expn=callbacks.on_expn is not None,
             # The decisions no callback takes: the machine answers them without a trip
             # through this loop.
-            auto_accept=[
-                kind
-                for kind, callback in (
-                    (Hello, callbacks.on_helo),
-                    (MailFrom, callbacks.on_mail),
-                    (RcptTo, callbacks.on_rcpt),
-                )
-                if callback is None
-            ],
+            auto_accept=_auto_accept(
+                helo=callbacks.on_helo is None,
+                mail=callbacks.on_mail is None,
+                rcpt=callbacks.on_rcpt is None,
+            ),
         )
         # The per-client limit key this session counts its connection under, after XCLIENT
         # (before it, the server counts the connection, unless its client may send XCLIENT).
@@ -1233,6 +1229,16 @@ def _immediate_steps(
     if end:
         table[TransactionEnded] = _log_end
     return table
+
+
+@functools.cache
+def _auto_accept(
+    *, helo: bool, mail: bool, rcpt: bool
+) -> frozenset[type[Hello | MailFrom | RcptTo]]:
+    """The decisions the machine takes itself for a handler without those callbacks (True:
+    absent); one set per combination, shared by every session."""
+    absent = ((Hello, helo), (MailFrom, mail), (RcptTo, rcpt))
+    return frozenset(kind for kind, missing in absent if missing)
 
 
 # The events a client's commands between two BDAT chunks can bring while a streaming handler

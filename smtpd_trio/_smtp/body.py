@@ -262,8 +262,9 @@ class BodyReader:
         """Account for complete lines (ending in CRLF) of the message text."""
         if not lines:
             return
-        # (``lines.find(x) >= 0`` rather than ``x in lines``: for bytes, ``in`` first tries
-        # ``x`` as an integer and builds a TypeError message, which costs more than the search.)
+        # (A byte is looked for as an int, ``0 in lines``, and longer needles with ``find``:
+        # ``b"..." in lines`` first tries the needle as an int and builds a TypeError message,
+        # which costs more than the search.)
         if self._policy is _REJECT_BARE and self._problem is not _BARE:
             crlf = lines.count(b"\r\n")
             if lines.count(b"\n") != crlf or lines.count(b"\r") != crlf:

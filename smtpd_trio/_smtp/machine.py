@@ -310,12 +310,16 @@ class _Skip(NamedTuple):
 
 
 _AUTO_ACCEPTABLE: Final = frozenset({Hello, MailFrom, RcptTo})
-# Every auto_accept set in use, once: machines share it (a set is 200 bytes; an idle
+# Every auto_accept set in use, once: machines share it (a set is about 200 bytes; an idle
 # connection costs about 7 KiB in all). At most eight.
 _AUTO_SETS: Final[dict[frozenset[type[DecisionEvent]], frozenset[type[DecisionEvent]]]] = {}
 
 
 def _auto_accepted(kinds: Collection[type[DecisionEvent]]) -> frozenset[type[DecisionEvent]]:
+    if isinstance(kinds, frozenset):
+        shared = _AUTO_SETS.get(kinds)
+        if shared is not None:
+            return shared  # the I/O layer's usual call: one dictionary lookup per connection
     accepted = frozenset(kinds)
     if not accepted <= _AUTO_ACCEPTABLE:
         names = ", ".join(sorted(kind.__name__ for kind in accepted - _AUTO_ACCEPTABLE))
@@ -704,10 +708,16 @@ class SMTPMachine:
             raise CommandSyntaxError(replies.syntax_error(f"{verb} takes no argument"))
 
     def _helo(self, arg: str | None, raw: bytes) -> Event | None:
-        return self._decide_or_accept(Hello(parse_helo_name(arg), False))
+        return self._hello(Hello(parse_helo_name(arg), False))
 
     def _ehlo(self, arg: str | None, raw: bytes) -> Event | None:
-        return self._decide_or_accept(Hello(parse_helo_name(arg), True))
+        return self._hello(Hello(parse_helo_name(arg), True))
+
+    def _hello(self, event: Hello) -> Event | None:
+        if Hello in self._auto_accept:
+            self._answer_hello(event, None)
+            return None
+        return self._decide(event)
 
     def _not_lmtp(self, arg: str | None, raw: bytes) -> Event:
         # RFC 2033 §4.1: HELO and EHLO are not LMTP; no positive reply, 500 recommended.
@@ -1226,14 +1236,6 @@ class SMTPMachine:
     # ---- decisions -------------------------------------------------------------------------
 
     def _decide(self, event: DecisionEvent) -> DecisionEvent:
-        self._pending = event
-        return event
-
-    def _decide_or_accept(self, event: Hello) -> Event | None:
-        """The decision, or None once the machine accepted it itself (``auto_accept``)."""
-        if Hello in self._auto_accept:
-            self._answer_hello(event, None)
-            return None
         self._pending = event
         return event
 
