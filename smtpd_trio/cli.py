@@ -38,6 +38,7 @@ import attrs
 import trio
 
 from . import __version__
+from ._loglines import LineFormatter, LineHandler
 from .auth import StaticAuthenticator
 from .config import Config
 from .errors import ConfigError
@@ -86,7 +87,7 @@ _JSON: Final = json.JSONEncoder(ensure_ascii=False, default=str)
 _ASCII_JSON: Final = json.JSONEncoder()
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(LineFormatter):
     """``2026-12-03 10:00:00,123 INFO smtpd_trio.session: [672b5a1] ...``, local time.
 
     Structured fields (``record.smtpd``) are not shown: the message text says it all. The
@@ -98,22 +99,38 @@ class TextFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self._time(record.created, record.msecs)
+
+    def _time(self, created: float, msecs: float) -> str:
+        second = int(created)
         cached = self._second
         if cached[0] != second:
             cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
             self._second = cached
-        return f"{cached[1]},{int(record.msecs):03d}"
+        return f"{cached[1]},{int(msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
             return super().format(record)  # the traceback's lines follow the message
         # What logging.Formatter.format makes of our format string, in one step.
         record.message = record.getMessage()
-        return f"{self.formatTime(record)} {record.levelname} {record.name}: {record.message}"
+        return self.format_line(
+            record.created, record.msecs, record.levelname, record.name, record.message, {}
+        )
+
+    def format_line(
+        self,
+        created: float,
+        msecs: float,
+        levelname: str,
+        name: str,
+        message: str,
+        fields: Mapping[Any, object],
+    ) -> str:
+        return f"{self._time(created, msecs)} {levelname} {name}: {message}"
 
 
-class JSONFormatter(logging.Formatter):
+class JSONFormatter(LineFormatter):
     """One JSON object per line.
 
     Keys: ``time`` (RFC 3339, UTC, milliseconds: ``2026-12-03T10:00:00.123Z``), ``level``,
@@ -134,24 +151,49 @@ class JSONFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")
 
     def rfc3339(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+        return self._time(record.created, record.msecs)
+
+    def _time(self, created: float, msecs: float) -> str:
+        second = int(created)
         cached = self._second
         if cached[0] != second:
             cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
             self._second = cached
-        return f"{cached[1]}.{int(record.msecs):03d}Z"
+        return f"{cached[1]}.{int(msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        entry: dict[str, object] = {
-            "time": self.rfc3339(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
         given = getattr(record, "smtpd", None)
-        fields: Mapping[object, object] = (
-            _NO_FIELDS if given is None or not isinstance(given, Mapping) else given
+        line = self.format_line(
+            record.created,
+            record.msecs,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            _NO_FIELDS if given is None or not isinstance(given, Mapping) else given,
         )
+        after: dict[str, object] = {}
+        if record.exc_info:
+            after["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            after["stack"] = self.formatStack(record.stack_info)
+        if after:  # the same object with these keys last: '..., "exception": "..."}'
+            line = f"{line[:-1]}, {self._encode(after)[1:]}"
+        return line
+
+    def format_line(
+        self,
+        created: float,
+        msecs: float,
+        levelname: str,
+        name: str,
+        message: str,
+        fields: Mapping[Any, object],
+    ) -> str:
+        entry: dict[str, object] = {
+            "time": self._time(created, msecs),
+            "level": levelname.lower(),
+            "logger": name,
+        }
         connection_id = fields.get("connection_id")
         m = _CONNECTION_ID.match(message)
         if m and (connection_id is None or str(connection_id) == m.group(1)):
@@ -165,10 +207,10 @@ class JSONFormatter(logging.Formatter):
                 if isinstance(key, str) and key not in _RESERVED_KEYS and key not in entry:
                     entry[key] = value
         entry["message"] = message
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
+        return self._encode(entry)
+
+    @staticmethod
+    def _encode(entry: dict[str, object]) -> str:
         line = _JSON.encode(entry)
         if line.isprintable():
             return line
@@ -201,7 +243,7 @@ class _BinaryStream(Protocol):
     def flush(self) -> object: ...
 
 
-class BufferedLogHandler(logging.Handler):
+class BufferedLogHandler(LineHandler):
     """Writes formatted records to ``stream`` in batches instead of one write per record.
 
     A record is formatted and appended to a buffer: no system call. The buffer is written
@@ -230,6 +272,7 @@ class BufferedLogHandler(logging.Handler):
         self._size = 0
         self._closed = False
         assert self.lock is not None  # created by logging.Handler.__init__
+        self._lock = self.lock
         self._wakeup = threading.Condition(self.lock)
         self._thread = threading.Thread(
             target=self._flush_periodically, name="smtpd-trio log writer", daemon=True
@@ -239,10 +282,18 @@ class BufferedLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         # Called by Handler.handle() with self.lock held.
         try:
-            line = self.format(record) + "\n"
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
+        self._append(line)
+
+    def write_line(self, line: str) -> None:
+        with self._lock:  # the condition's own lock (without its Python-level __enter__)
+            self._append(line)
+
+    def _append(self, line: str) -> None:
+        line += "\n"
         self._pending.append(line)
         self._size += len(line)
         if self._size >= self._capacity:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import attrs
 import trio
 
+from . import _loglines
 from ._smtp import replies
 from ._smtp.body import MemoryBudget
 from ._smtp.events import (
@@ -1136,7 +1137,16 @@ class SessionDriver:
             reply = event.reply
             verdict = "accepted" if outcome is TransactionOutcome.ACCEPTED else "refused"
             code = f"{reply.code} {reply.enhanced}" if reply and reply.enhanced else ""
-            log.info(
+            _loglines.info(
+                log,
+                {
+                    "connection_id": sid,
+                    "event": f"message-{verdict}",
+                    "sender": envelope.mail_from,
+                    "recipients": len(envelope.rcpt_tos),
+                    "size": event.size or 0,
+                    "reply_code": reply.code if reply else None,
+                },
                 "[%s] message %s %s%s: from=<%s> rcpts=%d size=%d",
                 sid,
                 envelope.id,
@@ -1145,16 +1155,6 @@ class SessionDriver:
                 _shown(envelope.mail_from),
                 len(envelope.rcpt_tos),
                 event.size or 0,
-                extra={
-                    "smtpd": {
-                        "connection_id": sid,
-                        "event": f"message-{verdict}",
-                        "sender": envelope.mail_from,
-                        "recipients": len(envelope.rcpt_tos),
-                        "size": event.size or 0,
-                        "reply_code": reply.code if reply else None,
-                    }
-                },
             )
         elif outcome is TransactionOutcome.ABORTED:
             log.info("[%s] transaction %s aborted (no 250 was sent)", sid, envelope.id)
@@ -1171,7 +1171,17 @@ class SessionDriver:
         peer = str(session.peer)
         via = f" via {peer}" if peer != client else ""
         seconds = (datetime.datetime.now(datetime.UTC) - session.connected_at).total_seconds()
-        log.info(
+        _loglines.info(
+            log,
+            {
+                "connection_id": session.id,
+                "event": "close",
+                "reason": event.reason.value,
+                "client": client,
+                "peer": peer,
+                "messages": session.messages_accepted,
+                "duration": round(seconds, 3),
+            },
             "[%s] closed (%s) after %d message(s): client %s%s, %.3f s",
             session.id,
             event.reason.value,
@@ -1179,17 +1189,6 @@ class SessionDriver:
             client,
             via,
             seconds,
-            extra={
-                "smtpd": {
-                    "connection_id": session.id,
-                    "event": "close",
-                    "reason": event.reason.value,
-                    "client": client,
-                    "peer": peer,
-                    "messages": session.messages_accepted,
-                    "duration": round(seconds, 3),
-                }
-            },
         )
 
 

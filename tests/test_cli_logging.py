@@ -167,6 +167,24 @@ def test_json_exception_is_one_field() -> None:
     assert entry["exception"].endswith("RuntimeError: boom")
 
 
+def test_json_exception_and_stack_come_last_in_one_object() -> None:
+    odd = "boom\u2028\x85"
+    try:
+        raise RuntimeError(odd)
+    except RuntimeError:
+        rec = record(
+            "[abc] failed", exc_info=sys.exc_info(), stack_info="Stack:\n  here", smtpd={"x": 1}
+        )
+    line = JSONFormatter().format(rec)
+    assert line.isprintable()
+    entry = json.loads(line)
+    assert list(entry) == [
+        "time", "level", "logger", "connection_id", "x", "message", "exception", "stack"
+    ]  # fmt: skip
+    assert entry["exception"].endswith(f"RuntimeError: {odd}")
+    assert entry["stack"] == "Stack:\n  here"
+
+
 def test_json_keeps_non_ascii_text() -> None:
     entry_line = JSONFormatter().format(record("from=<%s>", "jörg@exämple.org"))
     assert "jörg@exämple.org" in entry_line

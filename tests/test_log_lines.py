@@ -7,6 +7,7 @@ text and raw bytes)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from server_log import kept_records
 
 from smtpd_trio import Config, Endpoint, Handler, Session, run_session
-from smtpd_trio.cli import JSONFormatter, TextFormatter
+from smtpd_trio.cli import JSONFormatter, TextFormatter, _setup_logging
 
 _TEXT_LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO) smtpd_trio\.(server|session): "
@@ -84,6 +85,28 @@ def _one_line(line: str) -> bool:
     )
 
 
+async def _converse(commands: list[bytes]) -> Session:
+    """One connection from a mail proxy sending ``commands`` then QUIT; its session."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    sessions: list[Session] = []
+    config = Config(hostname="mx.test", xclient_hosts=["192.0.2.0/24"])
+
+    async def serve() -> None:
+        sessions.append(await run_session(server_stream, Handler(), peer=_PEER, config=config))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            with contextlib.suppress(trio.BrokenResourceError):
+                for command in [*commands, b"QUIT\r\n"]:
+                    await client_stream.send_all(command)
+                await client_stream.send_eof()
+            while await client_stream.receive_some(65536):
+                pass
+    (session,) = sessions
+    return session
+
+
 @settings(
     max_examples=150,
     deadline=None,
@@ -95,35 +118,62 @@ async def test_every_line_is_one_line_naming_the_connection(
 ) -> None:
     if greet:
         commands = [b"EHLO client.example\r\n", *commands]
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    sessions: list[Session] = []
-    config = Config(hostname="mx.test", xclient_hosts=["192.0.2.0/24"])
-
-    async def serve() -> None:
-        sessions.append(await run_session(server_stream, Handler(), peer=_PEER, config=config))
-
-    with kept_records() as records, trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve)
-            with contextlib.suppress(trio.BrokenResourceError):
-                for command in [*commands, b"QUIT\r\n"]:
-                    await client_stream.send_all(command)
-                await client_stream.send_eof()
-            while await client_stream.receive_some(65536):
-                pass
-    (session,) = sessions
+    with kept_records() as records:
+        session = await _converse(commands)
     assert records, "a session logs at least its close line"
     assert any(r.getMessage().startswith(f"[{session.id}] closed (") for r in records)
     text, as_json = TextFormatter(), JSONFormatter()
     for record in records:
         assert record.levelno <= logging.INFO, record.getMessage()
         assert not record.exc_info, record.getMessage()
-        line = text.format(record)
-        assert _one_line(line), line
-        match = _TEXT_LINE.fullmatch(line)
-        assert match, line
-        assert match["id"] == session.id, line
-        encoded = as_json.format(record)
-        assert _one_line(encoded), encoded
-        entry = json.loads(encoded)
-        assert entry["connection_id"] == session.id, entry
+        _check_text(text.format(record), session.id)
+        _check_json(as_json.format(record), session.id)
+
+
+def _check_text(line: str, connection_id: str) -> None:
+    assert _one_line(line), line
+    match = _TEXT_LINE.fullmatch(line)
+    assert match, line
+    assert match["id"] == connection_id, line
+
+
+def _check_json(line: str, connection_id: str) -> None:
+    assert _one_line(line), line
+    entry = json.loads(line)
+    assert entry["connection_id"] == connection_id, entry
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    fmt=st.sampled_from(["text", "json"]),
+    commands=st.lists(_commands, max_size=12),
+)
+async def test_the_lines_the_cli_writes_without_records_too(
+    fmt: str, commands: list[bytes]
+) -> None:
+    # With the CLI's handler the only one, the message and close lines skip LogRecord
+    # (smtpd_trio._loglines): the lines it writes, whatever the client sent, are checked the
+    # same way.
+    logger = logging.getLogger("smtpd_trio")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream):
+        handler = _setup_logging(logging.INFO, fmt)
+    try:
+        session = await _converse([b"EHLO client.example\r\n", *commands])
+        handler.flush()
+    finally:
+        handler.close()
+        logger.handlers[:], logger.level, logger.propagate = saved
+    lines = stream.getvalue().split("\n")
+    assert lines.pop() == ""
+    assert any(session.id in line and "closed (" in line for line in lines), lines
+    for line in lines:
+        if fmt == "text":
+            _check_text(line, session.id)
+        else:
+            _check_json(line, session.id)
