@@ -9,6 +9,7 @@ import io
 import logging
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -282,3 +283,25 @@ async def test_a_session_logs_the_same_lines_either_way(
     assert len(direct) == 2
     assert " accepted: from=<a@example.com> rcpts=1 size=" in direct[0]
     assert "closed (quit) after 1 message(s): client 192.0.2.7:4000" in direct[1]
+
+
+class _Failing(TextFormatter):
+    def format_line(self, *parts: Any) -> str:
+        raise ValueError("cannot format this")
+
+
+def test_a_line_that_cannot_be_formatted_is_logging_s_problem_not_the_session_s(
+    cli_logging: tuple[io.StringIO, BufferedLogHandler],
+    made_records: list[logging.LogRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A formatter that fails: the line goes to logging, whose handleError reports it (here,
+    # on the stream standard error is); nothing is raised to the caller.
+    _, handler = cli_logging
+    _only(handler)
+    handler.setFormatter(_Failing())
+    reported = io.StringIO()
+    monkeypatch.setattr("sys.stderr", reported)
+    info(logging.getLogger("smtpd_trio.session"), _FIELDS, "[%s] anything", "5eed1")
+    assert len(made_records) == 1
+    assert "ValueError: cannot format this" in reported.getvalue()
