@@ -87,6 +87,25 @@ _JSON: Final = json.JSONEncoder(ensure_ascii=False, default=str)
 _ASCII_JSON: Final = json.JSONEncoder()
 
 
+class _PerSecond:
+    """A timestamp's date and time of day, formatted by ``strftime`` once per second (the
+    same for every record within it), not once per record."""
+
+    __slots__ = ("_format", "_second", "_text")
+
+    def __init__(self, fmt: str) -> None:
+        self._format = fmt
+        self._second = -1
+        self._text = ""
+
+    def text(self, created: float, convert: Callable[[float], time.struct_time]) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime(self._format, convert(second))
+            self._second = second
+        return self._text
+
+
 class TextFormatter(LineFormatter):
     """``2026-12-03 10:00:00,123 INFO smtpd_trio.session: [672b5a1] ...``, local time.
 
@@ -96,18 +115,10 @@ class TextFormatter(LineFormatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._second: tuple[int, str] = (-1, "")
+        self._day = _PerSecond("%Y-%m-%d %H:%M:%S")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return self._time(record.created, record.msecs)
-
-    def _time(self, created: float, msecs: float) -> str:
-        second = int(created)
-        cached = self._second
-        if cached[0] != second:
-            cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
-            self._second = cached
-        return f"{cached[1]},{int(msecs):03d}"
+        return f"{self._day.text(record.created, self.converter)},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
@@ -115,7 +126,12 @@ class TextFormatter(LineFormatter):
         # What logging.Formatter.format makes of our format string, in one step.
         record.message = record.getMessage()
         return self.format_line(
-            record.created, record.msecs, record.levelname, record.name, record.message, {}
+            record.created,
+            record.msecs,
+            record.levelname,
+            record.name,
+            record.message,
+            _NO_FIELDS,
         )
 
     def format_line(
@@ -127,7 +143,8 @@ class TextFormatter(LineFormatter):
         message: str,
         fields: Mapping[Any, object],
     ) -> str:
-        return f"{self._time(created, msecs)} {levelname} {name}: {message}"
+        day = self._day.text(created, self.converter)
+        return f"{day},{int(msecs):03d} {levelname} {name}: {message}"
 
 
 class JSONFormatter(LineFormatter):
@@ -148,18 +165,13 @@ class JSONFormatter(LineFormatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second: tuple[int, str] = (-1, "")
+        self._day = _PerSecond("%Y-%m-%dT%H:%M:%S")
 
     def rfc3339(self, record: logging.LogRecord) -> str:
         return self._time(record.created, record.msecs)
 
     def _time(self, created: float, msecs: float) -> str:
-        second = int(created)
-        cached = self._second
-        if cached[0] != second:
-            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-            self._second = cached
-        return f"{cached[1]}.{int(msecs):03d}Z"
+        return f"{self._day.text(created, time.gmtime)}.{int(msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         given = getattr(record, "smtpd", None)
@@ -171,14 +183,15 @@ class JSONFormatter(LineFormatter):
             record.getMessage(),
             _NO_FIELDS if given is None or not isinstance(given, Mapping) else given,
         )
+        if not (record.exc_info or record.stack_info):
+            return line
         after: dict[str, object] = {}
         if record.exc_info:
             after["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             after["stack"] = self.formatStack(record.stack_info)
-        if after:  # the same object with these keys last: '..., "exception": "..."}'
-            line = f"{line[:-1]}, {self._encode(after)[1:]}"
-        return line
+        # The same object with these keys last: '..., "exception": "..."}'.
+        return f"{line[:-1]}, {self._encode(after)[1:]}"
 
     def format_line(
         self,
